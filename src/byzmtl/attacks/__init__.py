@@ -1,0 +1,10 @@
+"""Byzantine attacks: ``ATTACKS.create(name, params)``.
+
+Add an attack by subclassing :class:`~byzmtl.attacks.base.Attack` as a dataclass (with a
+``trains: bool = True`` field) and decorating it with ``@ATTACKS.register("my-attack")``.
+"""
+
+from byzmtl.attacks import paper
+from byzmtl.attacks.base import ATTACKS, Attack, AttackInputs
+
+__all__ = ["ATTACKS", "Attack", "AttackInputs", "paper"]

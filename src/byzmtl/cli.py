@@ -1,0 +1,237 @@
+"""The ``byzmtl`` command line: run case studies, list what is available, benchmark.
+
+    byzmtl run target-localization --attackers 20 --rules loss,distance,average,none --out runs/tl
+    byzmtl run --config configs/target-localization.toml --seed 3
+    byzmtl list [--json]
+    byzmtl bench [--json]
+
+Every setting of a run can come from ``--config FILE.toml``; flags override the file, and
+``--set KEY=VALUE`` reaches any setting (``--set task.mu=0.2``). Bad input exits with status 2 and
+a one-line message naming the bad field, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from byzmtl.attacks import ATTACKS
+from byzmtl.config import ConfigError, dotted, merge, parse, read_toml
+from byzmtl.registry import RegistryError
+from byzmtl.rules import RULES
+from byzmtl.tasks import CASES
+
+EXIT_BAD_INPUT = 2
+
+
+class CommandError(Exception):
+    """A user error reported as one line and exit status 2."""
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(item) for item in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated agent ids, got {text!r}"
+        ) from None
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by ``run`` and ``matrix``: each maps onto one configuration setting."""
+    parser.add_argument("--config", type=Path, help="TOML file with settings (flags override it)")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--attackers", type=int, help="number of Byzantine agents, drawn at random")
+    parser.add_argument("--byzantine", type=_ids, help="explicit Byzantine agent ids, e.g. 2,7")
+    parser.add_argument(
+        "--attack-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="parameter of the attack (repeatable)",
+    )
+    parser.add_argument(
+        "--nu", type=float, help="forgetting factor of accumulated scores, in (0,1)"
+    )
+    parser.add_argument("--r0", type=float, help="initial accumulated score")
+    parser.add_argument("--iterations", type=int, help="rounds (target localization)")
+    parser.add_argument("--epochs", type=int, help="epochs (learning case studies)")
+    parser.add_argument("--agents", type=int, help="number of agents (target localization)")
+    parser.add_argument("--data-dir", type=str, help="dataset folder (learning case studies)")
+    parser.add_argument("--synthetic-dir", type=str, help="folder of real synthetic-digit images")
+    parser.add_argument("--graph", type=str, help="graph kind: geometric, complete, ring, ...")
+    parser.add_argument("--dtype", choices=["float32", "float64"])
+    parser.add_argument("--device", type=str, help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting by its dotted name, e.g. task.mu=0.2 (repeatable)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration settings given as flags."""
+    out: dict[str, Any] = {}
+    for flag in ("seed", "attackers", "byzantine", "nu", "r0", "dtype", "device"):
+        if getattr(args, flag) is not None:
+            out[flag] = getattr(args, flag)
+    if getattr(args, "attack", None) is not None:
+        out["attack"] = args.attack
+    if getattr(args, "rules", None) is not None:
+        out["rules"] = RULES.names() if args.rules == ["all"] else args.rules
+    task = {
+        key: getattr(args, key)
+        for key in ("iterations", "epochs", "agents", "data_dir", "synthetic_dir")
+        if getattr(args, key) is not None
+    }
+    if task:
+        out["task"] = task
+    if args.graph is not None:
+        out["graph"] = {"kind": args.graph}
+    if args.attack_param:
+        out["attack_params"] = dotted(args.attack_param)
+    return merge(out, dotted(args.set))
+
+
+def load_config(args: argparse.Namespace, case: str | None) -> dict[str, Any]:
+    """The raw configuration: the file (if any), then flags, then ``--set``."""
+    data = read_toml(args.config) if args.config is not None else {}
+    data = merge(data, _overrides(args))
+    if case is not None:
+        data["case"] = case
+    if "case" not in data:
+        raise ConfigError(f"case: name a case study ({', '.join(CASES.names())}) or give --config")
+    return data
+
+
+def _default_out(case: str) -> Path:
+    return Path("runs") / f"{case}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from byzmtl.experiment import prepare, run
+    from byzmtl.results import check_destination
+
+    config = parse(load_config(args, args.case))
+    out = args.out or _default_out(config.case)
+    check_destination(out, args.overwrite)
+    prepare(config)  # validate everything (data files included) before the long part
+    result = run(config, progress=not args.no_progress)
+    result.save(out, overwrite=args.overwrite)
+    if not args.quiet:
+        print(summary_table(result.summary))
+        print(f"results: {out}")
+    return 0
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """A plain-text table of every rule's final metrics (mean [min, max] over normal agents)."""
+    metrics = summary["metrics"]
+    header = ["rule", *metrics]
+    rows = [header]
+    for rule, entry in summary["rules"].items():
+        cells = [rule]
+        for metric in metrics:
+            stats = entry["final"][metric]
+            cells.append(f"{stats['mean']:.4g} [{stats['min']:.3g}, {stats['max']:.3g}]")
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    byzantine = len(summary["byzantine"])
+    title = (
+        f"{summary['case']}: {summary['agents']} agents, {byzantine} Byzantine"
+        f" ({summary['attack'] if byzantine else 'no attack'}),"
+        f" final {summary['time_unit']}s mean [min, max] over normal agents,"
+        f" {summary['compute_seconds']:.2f} s compute"
+    )
+    return "\n".join([title, *lines])
+
+
+def catalogue() -> dict[str, Any]:
+    """Every case study, rule and attack with its parameters and defaults."""
+    return {
+        "cases": {
+            name: {
+                "description": CASES.get(name).description,
+                "settings": {
+                    key: field.default
+                    for key, field in CASES.get(name).settings_model.model_fields.items()
+                },
+                "defaults": {
+                    "attack": CASES.get(name).defaults.attack,
+                    "nu": CASES.get(name).defaults.nu,
+                    "r0": CASES.get(name).defaults.r0,
+                },
+            }
+            for name in CASES.names()
+        },
+        "rules": {name: RULES.parameters(name) for name in RULES.names()},
+        "attacks": {name: ATTACKS.parameters(name) for name in ATTACKS.names()},
+    }
+
+
+def command_list(args: argparse.Namespace) -> int:
+    info = catalogue()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print("case studies:")
+    for name, case in info["cases"].items():
+        print(f"  {name:22s} {case['description']}")
+    for kind in ("rules", "attacks"):
+        print(f"{kind}:")
+        for name, params in info[kind].items():
+            shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+            print(f"  {name:22s} {shown}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="byzmtl", description="Byzantine-resilient decentralised multi-task learning."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run one case study under several rules")
+    run.add_argument("case", nargs="?", help=f"case study: {', '.join(CASES.names())}")
+    run.add_argument("--rules", type=_csv, help="comma-separated rules, or 'all'")
+    run.add_argument("--attack", type=str, help="attack name (default: the case study's)")
+    _add_run_options(run)
+    run.add_argument("--out", type=Path, help="results folder (default runs/<case>-<time>)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
+    run.add_argument("--quiet", action="store_true", help="print nothing on success")
+    run.set_defaults(handler=command_run)
+
+    listing = commands.add_parser("list", help="list case studies, rules and attacks")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=command_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (ConfigError, RegistryError, CommandError) as error:
+        print(f"byzmtl: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("byzmtl: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

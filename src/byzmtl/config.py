@@ -1,0 +1,184 @@
+"""Run configuration: one validated model, read from TOML, overridden by flags, written back.
+
+Every setting of a run lives here; a case study's own settings sit in the ``[task]`` table and are
+validated by that case study's settings model. Errors are :class:`ConfigError` with a one-line
+message that names the offending field.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from byzmtl.attacks import ATTACKS
+from byzmtl.registry import RegistryError
+from byzmtl.rules import RULES
+from byzmtl.tasks import CASES
+
+DEFAULT_RULES = ["loss", "distance", "average", "none"]
+
+
+class ConfigError(ValueError):
+    """An invalid run configuration; the message names the field."""
+
+
+class GraphSettings(BaseModel):
+    """The communication graph. ``kind`` picks the builder; the other fields are its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["geometric", "complete", "ring", "erdos-renyi", "k-regular", "edgelist"]
+    radius: float = Field(1.0, gt=0, description="geometric: link agents within this distance")
+    max_neighbours: int | None = Field(
+        10, ge=1, description="geometric: cap on |N_k| (self included), sampled at random"
+    )
+    hops: int = Field(1, ge=1, description="ring: neighbours on either side")
+    p: float = Field(0.1, ge=0, le=1, description="erdos-renyi: link probability")
+    k: int = Field(4, ge=1, description="k-regular: degree (self not counted)")
+    path: str | None = Field(None, description="edgelist: file of 'u v' lines")
+    directed: bool = Field(False, description="edgelist: 'u v' means u sends to v only")
+
+
+class RunConfig(BaseModel):
+    """One run: a case study, its network, the rules to compare, the attack."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    case: str
+    seed: int = Field(0, ge=0)
+    rules: list[str] = Field(default_factory=lambda: list(DEFAULT_RULES), min_length=1)
+    rule_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    attack: str | None = None
+    attack_params: dict[str, Any] = Field(default_factory=dict)
+    attackers: int = Field(0, ge=0, description="number of Byzantine agents, chosen at random")
+    byzantine: list[int] | None = Field(None, description="explicit Byzantine agent ids")
+    nu: float | None = Field(None, gt=0, lt=1, description="forgetting factor of scores")
+    r0: float | None = Field(None, gt=0, description="initial accumulated score")
+    dtype: Literal["float32", "float64"] | None = None
+    device: str = "cpu"
+    graph: GraphSettings | None = None
+    task: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("case")
+    @classmethod
+    def _known_case(cls, value: str) -> str:
+        CASES.get(value)
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value: list[str]) -> list[str]:
+        for name in value:
+            RULES.get(name)
+        if len(set(value)) != len(value):
+            raise ValueError("a rule is listed twice")
+        return value
+
+    @field_validator("attack")
+    @classmethod
+    def _known_attack(cls, value: str | None) -> str | None:
+        if value is not None:
+            ATTACKS.get(value)
+        return value
+
+    def resolved(self) -> RunConfig:
+        """This run with every default filled in from the case study (as config.toml holds it)."""
+        case = CASES.get(self.case)
+        defaults = case.defaults
+        attack = self.attack or defaults.attack
+        inherited = defaults.attack_params if attack == defaults.attack else {}
+        attack_params = {**inherited, **self.attack_params}
+        try:
+            task = case.settings_model.model_validate(self.task).model_dump(mode="json")
+        except ValidationError as error:
+            raise ConfigError(_one_line(error, prefix="task")) from None
+        return self.model_copy(
+            update={
+                "attack": attack,
+                "attack_params": attack_params,
+                "nu": defaults.nu if self.nu is None else self.nu,
+                "r0": defaults.r0 if self.r0 is None else self.r0,
+                "dtype": self.dtype or defaults.dtype,
+                "graph": self.graph or GraphSettings.model_validate(defaults.graph),
+                "task": task,
+            }
+        )
+
+    def to_toml(self) -> str:
+        """The configuration as TOML (settings left at None are omitted: TOML has no null)."""
+        return tomli_w.dumps(_without_none(self.model_dump(mode="json")))
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def _one_line(error: ValidationError, prefix: str = "") -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{location or 'config'}: {message}"
+
+
+def parse(data: dict[str, Any]) -> RunConfig:
+    """Validate a configuration dictionary; errors name the bad field."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_one_line(error)) from None
+    except RegistryError as error:  # pragma: no cover - validators wrap these as ValidationError
+        raise ConfigError(str(error)) from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The raw contents of a TOML configuration file."""
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except OSError as error:
+        raise ConfigError(f"config: cannot read {path}: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config: {path} is not valid TOML: {error}") from None
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied; nested tables are merged key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def dotted(assignments: list[str]) -> dict[str, Any]:
+    """``["task.mu=0.2", "seed=3"]`` -> nested dict; values parsed as TOML where possible."""
+    out: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out

@@ -1,0 +1,254 @@
+"""The diffusion engine: one adapt-then-combine round, vectorised over agents, edges and rules.
+
+Every round, for every agent k of every replica (one replica per rule, all fed the same data):
+
+    psi_k   = local step of w_k on k's current batch              (adapt: task.adapt)
+    m_lk    = psi_l, or the attack's message when l is Byzantine   (send)
+    s_lk    = l_k(m_lk), the loss of the message on k's batch      (score, if a rule asks)
+    w_k     = rule(m_.k, s_.k, state)                              (weigh and combine)
+    metrics = task.metrics(w)                                      (record)
+
+Models of all agents live in one tensor of shape (replicas, agents, parameters); messages in one
+tensor (replicas, edges, parameters). There is no Python loop over agents or edges: the cost of a
+round is proportional to the number of edges times the model size. Byzantine agents' own models
+follow their local step only (or stay at their initial value when the attack does not train);
+only what they send matters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from byzmtl import rng
+from byzmtl.attacks.base import Attack, AttackContext, AttackInputs
+from byzmtl.graph import Graph
+from byzmtl.rules.base import (
+    Combination,
+    Neighbourhoods,
+    Rule,
+    RuleInputs,
+    RuleState,
+    WeightRule,
+)
+
+
+class Task(Protocol):
+    """What the engine needs from a case study (see :mod:`byzmtl.tasks`)."""
+
+    n_agents: int
+    n_rounds: int
+    metric_names: tuple[str, ...]
+
+    def init_models(self, replicas: int) -> Tensor:
+        """(R, N, d) initial models."""
+
+    def init_state(self, models: Tensor) -> dict[str, Tensor]:
+        """Per-agent learner state (optimiser moments...), empty for plain steps."""
+
+    def batch(self, iteration: int) -> Any:
+        """Every agent's data for this round."""
+
+    def adapt(
+        self, models: Tensor, batch: Any, state: dict[str, Tensor], iteration: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """(R, N, d) -> psi after one local step, and the new learner state."""
+
+    def edge_losses(self, messages: Tensor, receivers: Tensor, batch: Any) -> Tensor:
+        """(R, E, d) messages -> (R, E) loss of each message on its receiver's batch."""
+
+    def metrics(self, models: Tensor, batch: Any, iteration: int) -> dict[str, Tensor] | None:
+        """Per-agent metrics (name -> (R, N)) to record after this round, or None."""
+
+
+@dataclass
+class SimState:
+    """Everything a run needs to continue: checkpoint it with ``torch.save(state.__dict__)``."""
+
+    iteration: int
+    models: Tensor  # (R, N, d)
+    rule_states: list[RuleState]
+    task_state: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class RoundOutput:
+    """What one round produced besides the new state (for recording)."""
+
+    metrics: dict[str, Tensor] | None  # name -> (R, N)
+    weights: list[Tensor | None]  # per rule, (E,) edge weights where defined
+
+
+class Simulation:
+    """A network of agents learning one task each, run under several rules at once.
+
+    ``rules`` are independent replicas of the same network: they see the same data, the same
+    attack randomness and the same Byzantine agents, and differ only in how they combine.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        graph: Graph,
+        rules: Sequence[Rule],
+        attack: Attack | None,
+        byzantine: Sequence[int] | np.ndarray,
+        seed: int,
+        keys: np.ndarray | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if graph.n_agents != task.n_agents:
+            raise ValueError(f"graph has {graph.n_agents} agents, task has {task.n_agents}")
+        self.task, self.graph, self.rules, self.attack = task, graph, list(rules), attack
+        self.seed, self.dtype, self.device = seed, dtype, torch.device(device)
+        self.keys = rng.agent_keys(graph.n_agents) if keys is None else np.asarray(keys, np.uint64)
+        self.edges = Neighbourhoods.from_graph(graph, self.device)
+        for rule in self.rules:
+            rule.check(self.edges)
+        byz = np.zeros(graph.n_agents, dtype=bool)
+        byz[np.asarray(byzantine, dtype=np.int64)] = True
+        self.byzantine = torch.as_tensor(byz, device=self.device)
+        self.byzantine_ids = torch.as_tensor(np.flatnonzero(byz), device=self.device)
+        self.attack_edges = torch.as_tensor(np.flatnonzero(byz[graph.senders]), device=self.device)
+        if self.attack_edges.numel() and attack is None:
+            raise ValueError("Byzantine agents need an attack")
+        self.attack_context = AttackContext(
+            seed, self.keys, self.edges, self.byzantine, self.attack_edges
+        )
+        self.scored = [i for i, rule in enumerate(self.rules) if rule.needs_losses]
+        contiguous = (
+            self.scored == list(range(self.scored[0], self.scored[-1] + 1))
+            if self.scored
+            else False
+        )
+        self._scored_rows: slice | Tensor = (
+            slice(self.scored[0], self.scored[-1] + 1)
+            if contiguous
+            else torch.as_tensor(self.scored, dtype=torch.long, device=self.device)
+        )
+        self._score_row = {r: row for row, r in enumerate(self.scored)}
+        self._all_finite = torch.ones(
+            (self.replicas, graph.n_edges), dtype=torch.bool, device=self.device
+        )
+
+    @property
+    def replicas(self) -> int:
+        return len(self.rules)
+
+    def init_state(self) -> SimState:
+        models = self.task.init_models(self.replicas).to(self.device, self.dtype)
+        rule_states = [rule.init_state(self.edges, self.dtype) for rule in self.rules]
+        return SimState(0, models, rule_states, self.task.init_state(models))
+
+    def step(self, state: SimState) -> tuple[SimState, RoundOutput]:
+        """One adapt-then-combine round."""
+        with torch.inference_mode():
+            return self._step(state)
+
+    def _step(self, state: SimState) -> tuple[SimState, RoundOutput]:
+        i, previous = state.iteration, state.models
+        batch = self.task.batch(i)
+        psi, task_state = self.task.adapt(previous, batch, state.task_state, i)
+        messages = psi.index_select(1, self.edges.senders)
+        finite: Tensor | None = None
+        if self.attack_edges.numel():
+            messages, finite = self._attack(i, previous, psi, messages, batch)
+        losses: Tensor | None = None
+        if self.scored:
+            scored = messages[self._scored_rows]
+            raw = self.task.edge_losses(scored, self.edges.receivers, batch)
+            losses = raw.nan_to_num(nan=torch.inf, posinf=torch.inf)
+            if finite is not None:
+                losses = losses.masked_fill(~finite[self._scored_rows], torch.inf)
+        outputs, rule_states = [], []
+        oks = (self._all_finite if finite is None else finite).unbind(0)
+        rows = zip(messages.unbind(0), oks, previous.unbind(0), psi.unbind(0), strict=True)
+        for r, (rule, (received, ok, before, own)) in enumerate(zip(self.rules, rows, strict=True)):
+            row = self._score_row.get(r)
+            inputs = RuleInputs(
+                edges=self.edges,
+                messages=received,
+                finite=ok,
+                all_finite=finite is None,
+                previous=before,
+                psi=own,
+                losses=None if losses is None or row is None else losses[row],
+                iteration=i,
+            )
+            if isinstance(rule, WeightRule):
+                output, rule_state = rule.affinities(inputs, state.rule_states[r])
+            else:
+                output, rule_state = rule.step(inputs, state.rule_states[r])
+            outputs.append(output)
+            rule_states.append(rule_state)
+        new, weights = self._combine(outputs, messages)
+        if self.byzantine_ids.numel():
+            own = psi if self.attack is None or self.attack.trains else previous
+            new.index_copy_(1, self.byzantine_ids, own.index_select(1, self.byzantine_ids))
+        metrics = self.task.metrics(new, batch, i)
+        return SimState(i + 1, new, rule_states, task_state), RoundOutput(metrics, weights)
+
+    def _combine(
+        self, outputs: list[Tensor | Combination], messages: Tensor
+    ) -> tuple[Tensor, list[Tensor | None]]:
+        """New models of every replica, and every rule's edge weights (where defined). The
+        affinities of all weight rules are normalised and combined in one batched operation."""
+        by_weight = [r for r in range(self.replicas) if isinstance(self.rules[r], WeightRule)]
+        weights: list[Tensor | None] = [
+            None if r in by_weight else outputs[r].weights  # type: ignore[union-attr]
+            for r in range(self.replicas)
+        ]
+        if len(by_weight) == self.replicas:
+            stacked = self.edges.normalise(torch.stack(outputs))  # type: ignore[arg-type]
+            return self.edges.combine(stacked, messages), list(stacked.unbind(0))
+        models = [None if r in by_weight else outputs[r].models for r in range(self.replicas)]
+        if by_weight:
+            stacked = self.edges.normalise(torch.stack([outputs[r] for r in by_weight]))
+            combined = self.edges.combine(stacked, messages[by_weight])
+            for row, r in enumerate(by_weight):
+                models[r], weights[r] = combined[row], stacked[row]
+        return torch.stack(models), weights  # type: ignore[arg-type]
+
+    def _attack(
+        self, i: int, previous: Tensor, psi: Tensor, messages: Tensor, batch: Any
+    ) -> tuple[Tensor, Tensor | None]:
+        """Replace the Byzantine senders' messages (in place); zero the non-finite ones and flag
+        them in the returned (R, E) mask, which is None when every message is finite."""
+        assert self.attack is not None
+        context = self.attack_context
+
+        def loss_of(candidates: Tensor) -> Tensor:
+            return self.task.edge_losses(candidates, context.receivers, batch)
+
+        inputs = AttackInputs(context, i, psi, previous, messages, loss_of)
+        sent = self.attack.messages(inputs).to(messages.dtype)
+        if math.isfinite(float(sent.sum())):  # then no entry is NaN or infinite
+            return messages.index_copy_(1, self.attack_edges, sent), None
+        sent_finite = torch.isfinite(sent).all(-1)
+        sent = sent.masked_fill(~sent_finite[..., None], 0.0)
+        finite = self._all_finite.clone()
+        finite[:, self.attack_edges] = sent_finite
+        return messages.index_copy_(1, self.attack_edges, sent), finite
+
+    def run(
+        self,
+        state: SimState | None = None,
+        rounds: int | None = None,
+        on_round: Callable[[SimState, RoundOutput], None] | None = None,
+    ) -> SimState:
+        """Run ``rounds`` rounds (default: the task's whole schedule) from ``state``."""
+        state = self.init_state() if state is None else state
+        rounds = self.task.n_rounds - state.iteration if rounds is None else rounds
+        with torch.inference_mode():
+            for _ in range(rounds):
+                state, output = self._step(state)
+                if on_round is not None:
+                    on_round(state, output)
+        return state

@@ -1,0 +1,267 @@
+"""From a run configuration to results: build every piece, run the engine, summarise.
+
+    result = byzmtl.run({"case": "target-localization", "attackers": 20})
+    result.metrics            # pandas DataFrame: rule, group, iteration, loss_mean, ...
+    result.summary["rules"]["loss"]["final"]["loss"]["mean"]
+    result.save("runs/demo")  # config.toml, metrics.csv, summary.json, figure.png, network.png
+
+Everything is built and validated before the first round, so a bad configuration fails at once
+with a :class:`~byzmtl.config.ConfigError` naming the field, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+import byzmtl
+from byzmtl import graph as graphs
+from byzmtl.attacks import ATTACKS, Attack
+from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
+from byzmtl.engine import RoundOutput, SimState, Simulation
+from byzmtl.recording import STATISTICS, Recorder
+from byzmtl.registry import RegistryError
+from byzmtl.rules import RULES, Rule, RuleAssumptionError
+from byzmtl.tasks import CASES, CaseStudy
+
+
+@dataclass
+class Experiment:
+    """Every piece of one run, built and validated."""
+
+    config: RunConfig  # resolved: every default filled in
+    case: CaseStudy
+    graph: graphs.Graph
+    byzantine: np.ndarray  # sorted agent ids
+    rules: list[Rule]
+    attack: Attack
+    simulation: Simulation
+
+    @property
+    def normal(self) -> np.ndarray:
+        """(N,) bool: the agent follows the protocol."""
+        normal = np.ones(self.graph.n_agents, dtype=bool)
+        normal[self.byzantine] = False
+        return normal
+
+
+def build_graph(settings: GraphSettings, case: CaseStudy, seed: int) -> graphs.Graph:
+    """The communication graph of ``case`` described by ``settings``."""
+    n = case.n_agents
+    if settings.kind == "geometric":
+        positions = case.positions
+        if positions is None:
+            positions = (
+                np.sqrt(n / 100.0) * 3.0 * byzmtl.rng.uniform(seed, "position", case.keys, 0, 2)
+            )
+        return graphs.geometric(
+            positions, settings.radius, settings.max_neighbours, seed, case.keys
+        )
+    if settings.kind == "complete":
+        built = graphs.complete(n)
+    elif settings.kind == "ring":
+        built = graphs.ring(n, settings.hops)
+    elif settings.kind == "erdos-renyi":
+        built = graphs.erdos_renyi(n, settings.p, seed)
+    elif settings.kind == "k-regular":
+        built = graphs.k_regular(n, settings.k, seed)
+    else:
+        if settings.path is None:
+            raise graphs.GraphError("an edgelist graph needs a path")
+        built = graphs.read_edge_list(settings.path, n, settings.directed)
+        if built.n_agents != n:
+            raise graphs.GraphError(f"edge list has {built.n_agents} agents, the case has {n}")
+    return graphs.Graph(n, built.receivers, built.senders, case.positions)
+
+
+def _rule_params(config: RunConfig, name: str) -> dict[str, Any]:
+    params = dict(config.rule_params.get(name, {}))
+    accepted = RULES.parameters(name)
+    for shared in ("nu", "r0"):
+        if shared in accepted and shared not in params:
+            params[shared] = getattr(config, shared)
+    return params
+
+
+def prepare(config: RunConfig | Mapping[str, Any]) -> Experiment:
+    """Build and validate every piece of a run; raises :class:`ConfigError` naming the field."""
+    config = (config if isinstance(config, RunConfig) else parse(dict(config))).resolved()
+    case_class = CASES.get(config.case)
+    settings = case_class.settings_model.model_validate(config.task)
+    dtype = getattr(torch, str(config.dtype))
+    try:
+        device = torch.device(config.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        raise ConfigError(f"device: {config.device!r} is not available ({error})") from None
+    case = case_class.from_settings(settings, config.seed, dtype, str(device))
+    assert config.graph is not None
+    try:
+        graph = build_graph(config.graph, case, config.seed)
+    except graphs.GraphError as error:
+        raise ConfigError(f"graph: {error}") from None
+    byzantine = _byzantine(config, case)
+    rules = []
+    for name in config.rules:
+        try:
+            rules.append(RULES.create(name, _rule_params(config, name)))
+        except RegistryError as error:
+            raise ConfigError(f"rule_params.{name}: {error}") from None
+    try:
+        attack = ATTACKS.create(str(config.attack), config.attack_params)
+    except RegistryError as error:
+        raise ConfigError(f"attack_params: {error}") from None
+    try:
+        simulation = Simulation(
+            case, graph, rules, attack, byzantine, config.seed, case.keys, dtype, device
+        )
+    except RuleAssumptionError as error:
+        raise ConfigError(f"rules: {error}") from None
+    return Experiment(config, case, graph, byzantine, rules, attack, simulation)
+
+
+def _byzantine(config: RunConfig, case: CaseStudy) -> np.ndarray:
+    n = case.n_agents
+    if config.byzantine is not None:
+        ids = np.unique(np.asarray(config.byzantine, dtype=np.int64))
+        if len(ids) and (ids.min() < 0 or ids.max() >= n):
+            raise ConfigError(f"byzantine: agent ids must lie in [0, {n})")
+    else:
+        if config.attackers >= n:
+            raise ConfigError(
+                f"attackers: {config.attackers} attackers leave no normal agent among {n} agents"
+            )
+        fixed = case.default_byzantine(config.attackers)
+        ids = (
+            fixed
+            if fixed is not None
+            else graphs.choose_byzantine(n, config.attackers, config.seed, case.keys)
+        )
+    if len(ids) >= n:
+        raise ConfigError(f"byzantine: {len(ids)} Byzantine agents leave no normal agent")
+    return np.asarray(ids, dtype=np.int64)
+
+
+@dataclass
+class Result:
+    """The outcome of a run: the metrics table, the summary, and what produced them."""
+
+    config: RunConfig
+    metrics: pd.DataFrame
+    summary: dict[str, Any]
+    experiment: Experiment
+    state: SimState
+
+    def final(self, rule: str, metric: str, statistic: str = "mean", group: str = "all") -> float:
+        """The summary's final value of ``metric`` under ``rule`` (see README, results format)."""
+        node = self.summary["rules"][rule]
+        if group != "all":
+            node = node["groups"][group]
+        return float(node["final"][metric][statistic])
+
+    def save(self, out: str | Path, overwrite: bool = False) -> Path:
+        """Write the results folder atomically (see :mod:`byzmtl.results`)."""
+        from byzmtl.results import write_results
+
+        return write_results(self, Path(out), overwrite)
+
+
+def _summary(experiment: Experiment, recorder: Recorder, wall: float, compute: float) -> dict:
+    case, config = experiment.case, experiment.config
+    arrays = recorder.arrays()
+    records = recorder.n_records
+    window = max(1, round(case.final_fraction * records))
+    rules: dict[str, Any] = {}
+    for r, rule in enumerate(recorder.rule_names):
+        per_subset: dict[str, Any] = {}
+        for s, subset in enumerate(recorder.subset_names):
+            per_subset[subset] = {
+                metric: {
+                    stat: float(np.mean(values[-window:, r, s, i]))
+                    for i, stat in enumerate(STATISTICS)
+                }
+                for metric, values in arrays.items()
+            }
+        entry: dict[str, Any] = {"final": per_subset.pop("all")}
+        if per_subset:
+            entry["groups"] = {name: {"final": value} for name, value in per_subset.items()}
+        rules[rule] = entry
+    return {
+        "case": case.name,
+        "seed": config.seed,
+        "attack": config.attack,
+        "byzantine": experiment.byzantine.tolist(),
+        "agents": case.n_agents,
+        "edges": experiment.graph.n_edges,
+        "time_unit": case.time_unit,
+        "records": records,
+        "final_window": window,
+        "metrics": list(case.metric_names),
+        "groups": list(case.group_names),
+        "wall_seconds": wall,
+        "compute_seconds": compute,
+        "versions": {
+            "byzmtl": byzmtl.__version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
+        "rules": rules,
+    }
+
+
+def run(
+    config: RunConfig | Mapping[str, Any],
+    progress: bool = False,
+    on_round: Callable[[SimState, RoundOutput], None] | None = None,
+) -> Result:
+    """Run every rule of ``config`` on the same network and data; return the :class:`Result`.
+
+    ``progress`` shows a progress bar (after the first second); ``on_round`` is called after
+    every round with the new state and the round's output.
+    """
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    experiment = prepare(config)
+    case, simulation = experiment.case, experiment.simulation
+    recorder = Recorder(
+        case.metric_names,
+        experiment.config.rules,
+        experiment.normal,
+        case.groups,
+        case.group_names,
+        simulation.device,
+    )
+    bar = tqdm(
+        total=case.n_rounds,
+        disable=not progress,
+        delay=1.0,
+        unit="round",
+        desc=f"{case.name} ({', '.join(experiment.config.rules)})",
+        leave=False,
+    )
+
+    def record(state: SimState, output: RoundOutput) -> None:
+        if output.metrics is not None:
+            recorder.add(output.metrics)
+        bar.update()
+        if on_round is not None:
+            on_round(state, output)
+
+    computing = time.perf_counter()
+    with bar:
+        state = simulation.run(on_round=record)
+    compute = time.perf_counter() - computing
+    times = case.time_values()
+    metrics = recorder.table(case.time_unit, times)
+    summary = _summary(experiment, recorder, time.perf_counter() - started, compute)
+    return Result(experiment.config, metrics, summary, experiment, state)

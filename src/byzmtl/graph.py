@@ -1,0 +1,207 @@
+"""Communication graphs as edge lists (receiver, sender), self-loops included.
+
+Agent k's neighbourhood N_k is the set of senders of the edges whose receiver is k; it always
+contains k itself. Graphs may be directed: l in N_k does not imply k in N_l. Edges are kept
+sorted by (receiver, sender), so each neighbourhood is one contiguous slice of the edge list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+from scipy.spatial import cKDTree
+
+from byzmtl import rng
+
+
+class GraphError(ValueError):
+    """A graph specification that cannot be built."""
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A directed communication graph: edge e carries a message from ``senders[e]`` to
+    ``receivers[e]``. Construct with the builders below; they sort, deduplicate and add self-loops.
+    """
+
+    n_agents: int
+    receivers: np.ndarray
+    senders: np.ndarray
+    positions: np.ndarray | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        r, s = self.receivers, self.senders
+        if r.shape != s.shape or r.ndim != 1:
+            raise GraphError("receivers and senders must be 1-d arrays of equal length")
+        if len(r) and (r.min() < 0 or s.min() < 0 or max(r.max(), s.max()) >= self.n_agents):
+            raise GraphError(f"agent ids must lie in [0, {self.n_agents})")
+        order_key = r.astype(np.int64) * self.n_agents + s
+        if np.any(np.diff(order_key) <= 0):
+            raise GraphError("edges must be sorted by (receiver, sender) without duplicates")
+        if np.count_nonzero(r == s) != self.n_agents:
+            raise GraphError("every agent needs exactly one self-loop")
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.receivers)
+
+    @property
+    def degrees(self) -> np.ndarray:
+        """|N_k| for every agent k (self included)."""
+        return np.bincount(self.receivers, minlength=self.n_agents)
+
+    @property
+    def self_edges(self) -> np.ndarray:
+        """Index of agent k's self-loop edge, for every k."""
+        return np.flatnonzero(self.receivers == self.senders)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """CSR offsets: the edges of receiver k are ``offsets[k]:offsets[k+1]``."""
+        return np.concatenate([[0], np.cumsum(self.degrees)])
+
+    def relabel(self, permutation: np.ndarray) -> Graph:
+        """The same graph with agent k renamed ``permutation[k]``."""
+        perm = np.asarray(permutation)
+        positions = None
+        if self.positions is not None:
+            positions = np.empty_like(self.positions)
+            positions[perm] = self.positions
+        return from_edges(self.n_agents, perm[self.receivers], perm[self.senders], positions)
+
+    def to_networkx(self) -> nx.DiGraph:
+        """A networkx DiGraph with an arc sender -> receiver per edge, self-loops left out."""
+        graph = nx.DiGraph()
+        graph.add_nodes_from(range(self.n_agents))
+        keep = self.receivers != self.senders
+        graph.add_edges_from(
+            zip(self.senders[keep].tolist(), self.receivers[keep].tolist(), strict=True)
+        )
+        return graph
+
+
+def from_edges(
+    n_agents: int,
+    receivers: np.ndarray,
+    senders: np.ndarray,
+    positions: np.ndarray | None = None,
+) -> Graph:
+    """A graph from (receiver, sender) pairs: duplicates merged, self-loops added, sorted."""
+    r = np.concatenate([np.asarray(receivers, dtype=np.int64), np.arange(n_agents)])
+    s = np.concatenate([np.asarray(senders, dtype=np.int64), np.arange(n_agents)])
+    if len(r) and (min(r.min(), s.min()) < 0 or max(r.max(), s.max()) >= n_agents):
+        raise GraphError(f"edge endpoints must lie in [0, {n_agents})")
+    key = np.unique(r * n_agents + s)
+    return Graph(n_agents, key // n_agents, key % n_agents, positions)
+
+
+def _undirected(n_agents: int, pairs: np.ndarray, positions: np.ndarray | None = None) -> Graph:
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    receivers = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    senders = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    return from_edges(n_agents, receivers, senders, positions)
+
+
+def complete(n_agents: int) -> Graph:
+    """Every agent hears every agent."""
+    ids = np.arange(n_agents)
+    return from_edges(n_agents, np.repeat(ids, n_agents), np.tile(ids, n_agents))
+
+
+def ring(n_agents: int, hops: int = 1) -> Graph:
+    """Agents on a cycle, each connected to the ``hops`` nearest agents on either side."""
+    if not hops >= 1:
+        raise GraphError("ring hops must be >= 1")
+    ids = np.arange(n_agents)
+    shifts = np.arange(1, hops + 1)
+    pairs = np.stack([np.repeat(ids, hops), (ids[:, None] + shifts).ravel() % n_agents], axis=1)
+    return _undirected(n_agents, pairs)
+
+
+def erdos_renyi(n_agents: int, p: float, seed: int) -> Graph:
+    """Undirected G(n, p): each pair linked independently with probability p."""
+    if not 0.0 <= p <= 1.0:
+        raise GraphError(f"Erdos-Renyi p must lie in [0, 1], got {p}")
+    return from_networkx(nx.fast_gnp_random_graph(n_agents, p, seed=seed))
+
+
+def k_regular(n_agents: int, k: int, seed: int) -> Graph:
+    """A random undirected graph in which every agent has exactly k neighbours besides itself."""
+    if k >= n_agents or (n_agents * k) % 2:
+        raise GraphError(f"no {k}-regular graph on {n_agents} agents (need k < n and n*k even)")
+    return from_networkx(nx.random_regular_graph(k, n_agents, seed=seed))
+
+
+def from_networkx(graph: nx.Graph) -> Graph:
+    """Any networkx graph; nodes are numbered in ``graph.nodes`` order. In a directed graph an arc
+    u -> v means u sends to v; an undirected edge carries messages both ways."""
+    index = {node: i for i, node in enumerate(graph.nodes)}
+    arcs = np.array([(index[u], index[v]) for u, v in graph.edges], dtype=np.int64).reshape(-1, 2)
+    if graph.is_directed():
+        return from_edges(len(index), arcs[:, 1], arcs[:, 0])
+    return _undirected(len(index), arcs)
+
+
+def read_edge_list(path: str | Path, n_agents: int | None = None, directed: bool = False) -> Graph:
+    """A text file of integer pairs ``u v`` per line (``#`` comments allowed). Directed: u sends
+    to v; undirected: both ways. Agents are 0..n-1, n inferred from the largest id if not given."""
+    try:
+        pairs = np.loadtxt(path, dtype=np.int64, comments="#", ndmin=2)
+    except (OSError, ValueError) as error:
+        raise GraphError(f"cannot read edge list {path}: {error}") from error
+    if pairs.size and pairs.shape[1] != 2:
+        raise GraphError(f"edge list {path}: expected two agent ids per line")
+    n = int(pairs.max()) + 1 if n_agents is None and pairs.size else int(n_agents or 0)
+    if directed:
+        return from_edges(n, pairs[:, 1], pairs[:, 0])
+    return _undirected(n, pairs)
+
+
+def geometric(
+    positions: np.ndarray,
+    radius: float,
+    max_neighbours: int | None,
+    seed: int,
+    keys: np.ndarray | None = None,
+) -> Graph:
+    """The paper's random geometric graph: l is in N_k when ||x_l - x_k|| <= radius; when that
+    leaves more than ``max_neighbours`` agents (self included), k keeps itself plus
+    ``max_neighbours - 1`` of the others chosen uniformly at random, so the result may be
+    asymmetric. Neighbour search uses a k-d tree (never all pairs); sampling is keyed on
+    (seed, receiver key, sender key).
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    n = len(positions)
+    keys = rng.agent_keys(n) if keys is None else keys
+    if radius <= 0:
+        raise GraphError(f"geometric radius must be positive, got {radius}")
+    if max_neighbours is not None and max_neighbours < 1:
+        raise GraphError(f"max_neighbours must be >= 1 (self included), got {max_neighbours}")
+    pairs = cKDTree(positions).query_pairs(radius, output_type="ndarray").astype(np.int64)
+    receivers = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    senders = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    if max_neighbours is not None:
+        priority = rng.uniform(seed, "neighbour-sampling", keys[receivers], keys[senders])[:, 0]
+        order = np.lexsort((priority, receivers))
+        receivers, senders = receivers[order], senders[order]
+        starts = np.searchsorted(receivers, receivers, side="left")
+        keep = np.arange(len(receivers)) - starts < max_neighbours - 1
+        receivers, senders = receivers[keep], senders[keep]
+    return from_edges(n, receivers, senders, positions)
+
+
+def choose_byzantine(
+    n_agents: int,
+    count: int,
+    seed: int,
+    keys: np.ndarray | None = None,
+) -> np.ndarray:
+    """``count`` Byzantine agents drawn uniformly at random from (seed, agent key), sorted."""
+    if not 0 <= count <= n_agents:
+        raise GraphError(f"cannot choose {count} Byzantine agents among {n_agents}")
+    keys = rng.agent_keys(n_agents) if keys is None else keys
+    priority = rng.uniform(seed, "byzantine", keys)[:, 0]
+    return np.sort(np.argsort(priority, kind="stable")[:count])

@@ -1,0 +1,78 @@
+"""Name -> class registries for the plug-ins (rules, attacks, case studies).
+
+Plug-ins are dataclasses; ``create`` validates the parameters a user gives against the fields of
+the class, so a misspelt parameter is an error that names it, never a silent default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class RegistryError(ValueError):
+    """An unknown name or an invalid parameter."""
+
+
+class Registry(Generic[T]):
+    """A named collection of plug-in classes of one kind (``kind`` is used in error messages)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._classes: dict[str, type[T]] = {}
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        """Class decorator: make ``cls`` available as ``name``."""
+
+        def add(cls: type[T]) -> type[T]:
+            if name in self._classes:
+                raise RegistryError(f"{self.kind} {name!r} is already registered")
+            cls.name = name  # type: ignore[attr-defined]
+            self._classes[name] = cls
+            return cls
+
+        return add
+
+    def names(self) -> list[str]:
+        return sorted(self._classes)
+
+    def get(self, name: str) -> type[T]:
+        if name not in self._classes:
+            known = ", ".join(self.names())
+            raise RegistryError(f"unknown {self.kind} {name!r} (known: {known})")
+        return self._classes[name]
+
+    def parameters(self, name: str) -> dict[str, Any]:
+        """The parameters of ``name`` with their defaults (``None`` when required)."""
+        cls = self.get(name)
+        if not dataclasses.is_dataclass(cls):
+            return {}
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+            else:
+                out[f.name] = None
+        return out
+
+    def create(self, name: str, params: Mapping[str, Any] | None = None) -> T:
+        """An instance of ``name`` built from ``params``; unknown parameters are errors."""
+        cls = self.get(name)
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(self.parameters(name)))
+        if unknown:
+            raise RegistryError(
+                f"{self.kind} {name!r} has no parameter {unknown[0]!r} "
+                f"(parameters: {', '.join(self.parameters(name)) or 'none'})"
+            )
+        try:
+            return cls(**params)
+        except (TypeError, ValueError) as error:
+            raise RegistryError(f"{self.kind} {name!r}: {error}") from error

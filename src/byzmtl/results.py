@@ -1,0 +1,99 @@
+"""The results folder of a run, written atomically.
+
+    config.toml    the resolved configuration (rerun it with ``byzmtl run --config``)
+    metrics.csv    rule, group, <time>, <metric>_mean, <metric>_min, <metric>_max per record
+    summary.json   see the README's "Results format"
+    figure.png     per metric a panel: per rule a mean line and a min-max band
+    network.png    agents coloured by task, Byzantine agents in red, edges drawn
+
+The folder is assembled under a temporary name beside its destination and renamed into place at
+the end, so a reader never sees a half-written run and a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from byzmtl.config import ConfigError
+
+if TYPE_CHECKING:
+    from byzmtl.experiment import Result
+
+RUN_MARKER = "summary.json"
+
+
+def check_destination(out: Path, overwrite: bool) -> None:
+    """Refuse a folder that already holds a run (unless ``overwrite``) or that is not a folder."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} exists and is not a folder")
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        held = "a run" if (out / RUN_MARKER).exists() else "files"
+        raise ConfigError(f"out: {out} already holds {held} (use --overwrite to replace it)")
+
+
+def write_results(result: Result, out: Path, overwrite: bool = False) -> Path:
+    """Write ``result`` into the folder ``out`` (see the module docstring)."""
+    from byzmtl import plots
+
+    check_destination(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (staging / "config.toml").write_text(result.config.to_toml())
+        result.metrics.to_csv(staging / "metrics.csv", index=False)
+        (staging / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+        experiment = result.experiment
+        plots.metrics_figure(
+            result.metrics,
+            experiment.case.metric_names,
+            experiment.case.time_unit,
+            staging / "figure.png",
+            log_metrics=experiment.case.log_metrics,
+            groups=experiment.case.group_names if experiment.case.plot_groups else (),
+            title=_title(result),
+        )
+        plots.network_figure(
+            experiment.graph,
+            experiment.case.groups,
+            experiment.byzantine,
+            staging / "network.png",
+            group_names=experiment.case.group_names,
+        )
+        _swap_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _title(result: Result) -> str:
+    s = result.summary
+    return f"{s['case']}: {len(s['byzantine'])} Byzantine ({s['attack']}), seed {s['seed']}"
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a text file via a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,30 @@
+"""Rules that turn received messages into new models: ``RULES.create(name, params)``.
+
+Add a rule by subclassing :class:`~byzmtl.rules.base.WeightRule` (or ``Rule``) as a dataclass and
+decorating it with ``@RULES.register("my-rule")``; see the README.
+"""
+
+from byzmtl.rules import baselines, loss
+from byzmtl.rules.base import (
+    RULES,
+    Combination,
+    Neighbourhoods,
+    Rule,
+    RuleAssumptionError,
+    RuleInputs,
+    RuleState,
+    WeightRule,
+)
+
+__all__ = [
+    "RULES",
+    "Combination",
+    "Neighbourhoods",
+    "Rule",
+    "RuleAssumptionError",
+    "RuleInputs",
+    "RuleState",
+    "WeightRule",
+    "baselines",
+    "loss",
+]

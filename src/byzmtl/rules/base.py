@@ -1,0 +1,212 @@
+"""The interface between the engine and the rules that combine received messages.
+
+A rule sees one round of one network: every edge's received message, the receivers' own models,
+and (when it asks for them) the loss of every message on its receiver's current batch. It returns
+every agent's combined model and, where the notion exists, the weight c_lk it gave each edge.
+Rules are pure: the state they keep across rounds (accumulated scores) is passed in and returned.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from byzmtl.graph import Graph
+from byzmtl.ops import segment_sums
+from byzmtl.registry import Registry
+
+RuleState = dict[str, Tensor]
+
+
+class RuleAssumptionError(ValueError):
+    """A rule's assumption fails on the given graph (the message names the agent and why)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Neighbourhoods:
+    """A graph's edges as torch tensors, sorted by receiver (see :mod:`byzmtl.graph`)."""
+
+    receivers: Tensor  # (E,) long
+    senders: Tensor  # (E,) long
+    self_edges: Tensor  # (N,) long: index of agent k's self-loop
+    degrees: Tensor  # (N,) long: |N_k|
+    n_agents: int
+    _cache: dict[tuple, Tensor | tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_graph(cls, graph: Graph, device: torch.device | str = "cpu") -> Neighbourhoods:
+        def to(a: np.ndarray) -> Tensor:
+            return torch.as_tensor(a, dtype=torch.long, device=device)
+
+        return cls(
+            to(graph.receivers),
+            to(graph.senders),
+            to(graph.self_edges),
+            to(graph.degrees),
+            graph.n_agents,
+        )
+
+    @property
+    def n_edges(self) -> int:
+        return self.receivers.numel()
+
+    @cached_property
+    def is_self(self) -> Tensor:
+        """(E,) bool: the edge is a self-loop."""
+        return self.receivers == self.senders
+
+    def self_weights(self, dtype: torch.dtype) -> Tensor:
+        """(E,): 1 on self-loops, 0 elsewhere (the weights of no cooperation)."""
+        key = ("self_weights", dtype)
+        if key not in self._cache:
+            self._cache[key] = self.is_self.to(dtype)
+        return self._cache[key]  # type: ignore[return-value]
+
+    def self_floor(self, dtype: torch.dtype) -> Tensor:
+        """(E,): the smallest normal float of ``dtype`` on self-loops, 0 elsewhere. Added to
+        inverse scores it changes nothing, except that a receiver whose own score is +inf still
+        keeps itself."""
+        key = ("self_floor", dtype)
+        if key not in self._cache:
+            self._cache[key] = self.is_self.to(dtype) * torch.finfo(dtype).tiny
+        return self._cache[key]  # type: ignore[return-value]
+
+    @cached_property
+    def receiver_self_edge(self) -> Tensor:
+        """(E,) long: for edge (k, l), the index of k's self-loop (where r_kk lives)."""
+        return self.self_edges[self.receivers]
+
+    @cached_property
+    def padded(self) -> tuple[Tensor, Tensor]:
+        """(N, max degree) edge indices of every neighbourhood, and the mask of real entries;
+        padding points at the receiver's self-loop so that gathers stay in range."""
+        offsets = torch.cumsum(self.degrees, 0) - self.degrees
+        slot = torch.arange(int(self.degrees.max()), device=self.degrees.device)
+        mask = slot[None, :] < self.degrees[:, None]
+        index = torch.where(mask, offsets[:, None] + slot[None, :], self.self_edges[:, None])
+        return index, mask
+
+    def combine(self, weights: Tensor, messages: Tensor) -> Tensor:
+        """w_k = sum over l in N_k of c_lk * m_lk, for every receiver of every replica:
+        weights (R, E) and messages (R, E, d) -> (R, N, d). Non-finite messages must be zeroed."""
+        replicas, n_edges, dim = messages.shape
+        key = ("layout", replicas)
+        if key not in self._cache:
+            counts = self.degrees.repeat(replicas)
+            offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+            self._cache[key] = (offsets, torch.arange(replicas * n_edges, device=offsets.device))
+        offsets, columns = self._cache[key]  # type: ignore[misc]
+        flat = segment_sums(offsets, columns, weights.reshape(-1), messages.reshape(-1, dim))
+        return flat.reshape(replicas, self.n_agents, dim)
+
+    def _replicated_receivers(self, replicas: int) -> Tensor:
+        """(R * E,) receiver of each edge of R stacked copies of the graph, copy r's agents
+        numbered r * N .. r * N + N - 1."""
+        key = ("receivers", replicas)
+        if key not in self._cache:
+            shift = torch.arange(replicas, device=self.receivers.device)[:, None] * self.n_agents
+            self._cache[key] = (self.receivers[None, :] + shift).reshape(-1)
+        return self._cache[key]  # type: ignore[return-value]
+
+    def normalise(self, affinities: Tensor) -> Tensor:
+        """c_lk = a_lk / sum over m in N_k of a_mk, for (E,) or (R, E) affinities."""
+        rows = affinities.reshape(-1, self.n_edges)
+        index = self._replicated_receivers(rows.shape[0])
+        flat = rows.reshape(-1)
+        totals = flat.new_zeros(rows.shape[0] * self.n_agents).index_add_(0, index, flat)
+        return (flat / totals.index_select(0, index)).view(affinities.shape)
+
+    def sum_per_receiver(self, values: Tensor) -> Tensor:
+        """sum over l in N_k of values[(k, l)], for every k; ``values`` is (E,) or (E, d)."""
+        out = values.new_zeros((self.n_agents, *values.shape[1:]))
+        return out.index_add_(0, self.receivers, values)
+
+
+@dataclass(eq=False, slots=True)
+class RuleInputs:
+    """One round as a rule sees it (one network, one replica)."""
+
+    edges: Neighbourhoods
+    messages: Tensor  # (E, d): message received on each edge; non-finite messages are zeroed
+    finite: Tensor  # (E,) bool: the message as sent was finite (False: NaN/Inf were zeroed)
+    all_finite: bool  # every message of the round is finite (``finite`` is all True)
+    previous: Tensor  # (N, d): w_k(i-1), every agent's model before this round
+    psi: Tensor  # (N, d): psi_k, every agent's model after its local step
+    losses: Tensor | None  # (E,): l_k(message) on receiver k's batch, +inf if not finite
+    iteration: int
+
+
+@dataclass(frozen=True, eq=False)
+class Combination:
+    """A rule's output: the new models and, where defined, the per-edge weights c_lk.
+
+    ``models`` None means "combine by the weights": the engine then forms
+    w_k = sum_l c_lk m_lk for all such rules in one sparse product."""
+
+    models: Tensor | None  # (N, d)
+    weights: Tensor | None  # (E,) or None for aggregators without a weight per edge
+
+
+class Rule(ABC):
+    """Base class of all rules. Subclasses are dataclasses registered in ``byzmtl.rules.RULES``."""
+
+    name: ClassVar[str]
+    needs_losses: ClassVar[bool] = False
+
+    def check(self, edges: Neighbourhoods) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`RuleAssumptionError` naming the first agent whose neighbourhood breaks
+        the rule's assumptions. The default rule assumes nothing."""
+
+    def init_state(self, edges: Neighbourhoods, dtype: torch.dtype) -> RuleState:
+        """The state carried between rounds (per-edge tensors); empty by default."""
+        return {}
+
+    @abstractmethod
+    def step(self, x: RuleInputs, state: RuleState) -> tuple[Combination, RuleState]:
+        """Combine one round's messages; return the new models and the new state."""
+
+
+class WeightRule(Rule):
+    """A rule that gives every edge an affinity a_lk >= 0 and combines with the weights
+
+        c_lk = a_lk / sum over m in N_k of a_mk,     w_k = sum over l in N_k of c_lk * m_lk.
+
+    Every receiver must give itself a positive affinity, so that weights are defined. The engine
+    normalises and combines all weight rules of a run at once; ``step`` does it for one.
+    """
+
+    @abstractmethod
+    def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
+        """(E,) non-negative affinities (any scale per receiver); and the new state."""
+
+    def weights(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
+        """(E,) weights c_lk, non-negative and summing to one over each neighbourhood."""
+        affinities, state = self.affinities(x, state)
+        return x.edges.normalise(affinities), state
+
+    def step(self, x: RuleInputs, state: RuleState) -> tuple[Combination, RuleState]:
+        weights, state = self.weights(x, state)
+        models = x.edges.combine(weights[None], x.messages[None])[0]
+        return Combination(models, weights), state
+
+
+def accumulate(previous: Tensor, new: Tensor, nu: float) -> Tensor:
+    """The forgetting recursion r <- (1 - nu) * r + nu * new (an +inf input keeps r at +inf)."""
+    return torch.add(previous * (1.0 - nu), new, alpha=nu)
+
+
+def check_forgetting(nu: float, r0: float) -> None:
+    """Validate the forgetting factor and the initial score shared by score-based rules."""
+    if not 0.0 < nu < 1.0:
+        raise ValueError(f"nu must lie in (0, 1), got {nu}")
+    if not r0 > 0.0 or not np.isfinite(r0):
+        raise ValueError(f"r0 must be positive and finite, got {r0}")
+
+
+RULES: Registry[Rule] = Registry("rule")

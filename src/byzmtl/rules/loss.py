@@ -1,0 +1,52 @@
+"""The loss-based rule of Li, Abbas and Koutsoukos (NeurIPS 2020), the heart of byzmtl."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from byzmtl.rules.base import (
+    RULES,
+    Neighbourhoods,
+    RuleInputs,
+    RuleState,
+    WeightRule,
+    accumulate,
+    check_forgetting,
+)
+
+
+@RULES.register("loss")
+@dataclass
+class LossBased(WeightRule):
+    """Loss-based weights: score every received message on the receiver's own batch,
+
+        r_lk <- (1 - nu) * r_lk + nu * l_k(psi_l),   r_lk(0) = r0,   for every l in N_k (k too),
+        keep l iff r_lk <= r_kk                       (k always keeps itself),
+        c_lk = (1 / r_lk) / sum over kept m of (1 / r_mk),   c_lk = 0 for the others.
+
+    A message that cannot be scored (non-finite loss, or any NaN/Inf coordinate) counts as an
+    infinite loss: its sender's accumulated score becomes +inf and it is filtered from then on.
+    If the receiver's own score were ever +inf, it would still keep itself (weight 1).
+    """
+
+    nu: float = 0.1
+    r0: float = 10.0
+    needs_losses = True
+
+    def __post_init__(self) -> None:
+        check_forgetting(self.nu, self.r0)
+
+    def init_state(self, edges: Neighbourhoods, dtype: torch.dtype) -> RuleState:
+        return {
+            "r": torch.full((edges.n_edges,), self.r0, dtype=dtype, device=edges.receivers.device)
+        }
+
+    def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
+        assert x.losses is not None, "the engine supplies losses to rules that need them"
+        r = accumulate(state["r"], x.losses, self.nu)
+        kept = r <= r.index_select(0, x.edges.receiver_self_edge)
+        inverse = torch.where(kept, r.clamp_min(torch.finfo(r.dtype).tiny).reciprocal(), 0.0)
+        return inverse + x.edges.self_floor(r.dtype), {"r": r}

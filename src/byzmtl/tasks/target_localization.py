@@ -1,0 +1,221 @@
+"""Case study 1 of the paper: target localization (streaming linear regression, convex).
+
+Agents sit at positions x_k; agent k estimates the position w0_k of its own target (one of four,
+25 agents each; nobody knows who shares its target). At iteration i it observes
+
+    u = (w0_k - x_k) / ||w0_k - x_k|| + sigma_u,k * n,     d = u^T (w0_k - x_k) + sigma_v,k * v,
+
+with n, v standard Gaussian, and takes the authors' local step q = x_k + d * u,
+psi_k = w_k + mu * (q - w_k). The loss of any estimate w on k's sample is
+l_k(w) = (d + u^T x_k - u^T w)^2, always with the receiver's own x_k (a deliberate fix of the
+authors' code, which used the sender's position there).
+
+Metrics per iteration and agent, after combining: ``loss`` = l_k(w_k) on the current sample (the
+paper's metric) and ``msd`` = ||w_k - w0_k||^2 (the squared distance to the true target).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+from torch import Tensor
+
+from byzmtl import rng
+from byzmtl.ops import row_dot, squared_norm
+from byzmtl.tasks.base import CASES, CaseDefaults, CaseStudy, Settings
+
+_CHUNK_VALUES = 1 << 21  # samples generated at once: (iterations x agents) per chunk
+
+
+class TargetLocalizationSettings(Settings):
+    """Settings of the target localization case study (the paper's values by default)."""
+
+    agents: int = Field(100, ge=1, description="number of agents")
+    iterations: int = Field(500, ge=1, description="number of rounds")
+    targets: list[tuple[float, float]] = Field(
+        [(10.0, 10.0), (10.0, 20.0), (20.0, 10.0), (20.0, 20.0)],
+        min_length=1,
+        description="target centres; each is jittered by U[0, target_jitter)^2",
+    )
+    target_jitter: float = Field(1.0, ge=0)
+    area: float | None = Field(
+        None, gt=0, description="side of the square agents live in; default 3 * sqrt(agents/100)"
+    )
+    mu: float = Field(0.1, gt=0, le=1, description="step size of the local step")
+    regressor_noise: tuple[float, float] = (0.01, 0.02)
+    observation_noise: tuple[float, float] = (0.1, 0.2)
+    noisy_agents: int = Field(5, ge=0, description="agents whose regressor noise is larger")
+    noisy_regressor_noise: float = Field(0.1, ge=0)
+
+    @field_validator("regressor_noise", "observation_noise")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] <= value[1]:
+            raise ValueError("noise range must satisfy 0 <= low <= high")
+        return value
+
+
+@dataclass(frozen=True, eq=False)
+class LocalizationBatch:
+    """Every agent's sample of one iteration (or of several, stacked in a leading dimension)."""
+
+    u: Tensor  # (N, 2) regressors
+    b: Tensor  # (N,) d + u^T x_k: the loss of w is (b - u^T w)^2
+    q: Tensor  # (N, 2) x_k + d * u: the local step moves towards it
+
+
+@CASES.register("target-localization")
+class TargetLocalization(CaseStudy):
+    """Streaming linear regression towards one of several targets (the paper's case study 1)."""
+
+    description = "linear regression: 100 agents on a geometric graph locate 4 targets"
+    settings_model = TargetLocalizationSettings
+    defaults = CaseDefaults(
+        attack="constant",
+        attack_params={"value": 15.0, "spread": 1.0},
+        nu=0.1,
+        r0=10.0,
+        dtype="float64",
+        graph={"kind": "geometric", "radius": 1.0, "max_neighbours": 10},
+    )
+    time_unit: ClassVar[str] = "iteration"
+    log_metrics: ClassVar[frozenset[str]] = frozenset({"loss", "msd"})
+    metric_names = ("loss", "msd")
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        keys: np.ndarray,
+        positions: np.ndarray,
+        groups: np.ndarray,
+        targets: np.ndarray,
+        regressor_noise: np.ndarray,
+        observation_noise: np.ndarray,
+        mu: float,
+        iterations: int,
+        dtype: torch.dtype = torch.float64,
+        device: str = "cpu",
+    ) -> None:
+        self.seed, self.keys, self.mu = seed, keys, mu
+        self.n_agents, self.n_rounds = len(positions), iterations
+        self.positions, self.groups, self.targets = positions, groups, targets
+        self.group_names = [f"target-{g}" for g in range(len(targets))]
+        self.regressor_noise, self.observation_noise = regressor_noise, observation_noise
+        self.dtype, self.device = dtype, torch.device(device)
+        self.goal = targets[groups]  # (N, 2) w0_k
+        offset = self.goal - positions
+        self.direction = offset / np.linalg.norm(offset, axis=1, keepdims=True)
+        self._goal = self._tensor(self.goal)
+        self._chunk: tuple[int, LocalizationBatch] | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: TargetLocalizationSettings,
+        seed: int,
+        dtype: torch.dtype = torch.float64,
+        device: str = "cpu",
+    ) -> TargetLocalization:
+        n = settings.agents
+        keys = rng.agent_keys(n)
+        area = settings.area if settings.area is not None else 3.0 * np.sqrt(n / 100.0)
+        centres = np.asarray(settings.targets, dtype=np.float64)
+        jitter = rng.uniform(seed, "target", np.arange(len(centres)), 0, 2)
+        low_u, high_u = settings.regressor_noise
+        low_v, high_v = settings.observation_noise
+        sigma_u = low_u + (high_u - low_u) * rng.uniform(seed, "regressor-noise-level", keys)[:, 0]
+        noisy = np.argsort(rng.uniform(seed, "noisy-agents", keys)[:, 0], kind="stable")
+        sigma_u[noisy[: settings.noisy_agents]] = settings.noisy_regressor_noise
+        sigma_v = (
+            low_v + (high_v - low_v) * rng.uniform(seed, "observation-noise-level", keys)[:, 0]
+        )
+        return cls(
+            seed=seed,
+            keys=keys,
+            positions=area * rng.uniform(seed, "position", keys, 0, 2),
+            groups=np.arange(n) * len(centres) // n,
+            targets=centres + settings.target_jitter * jitter,
+            regressor_noise=sigma_u,
+            observation_noise=sigma_v,
+            mu=settings.mu,
+            iterations=settings.iterations,
+            dtype=dtype,
+            device=device,
+        )
+
+    def permuted(self, permutation: np.ndarray) -> TargetLocalization:
+        """The same case study with agent k renamed ``permutation[k]``."""
+
+        def move(values: np.ndarray) -> np.ndarray:
+            out = np.empty_like(values)
+            out[permutation] = values
+            return out
+
+        return TargetLocalization(
+            seed=self.seed,
+            keys=move(self.keys),
+            positions=move(self.positions),
+            groups=move(self.groups),
+            targets=self.targets,
+            regressor_noise=move(self.regressor_noise),
+            observation_noise=move(self.observation_noise),
+            mu=self.mu,
+            iterations=self.n_rounds,
+            dtype=self.dtype,
+            device=str(self.device),
+        )
+
+    def _tensor(self, values: np.ndarray) -> Tensor:
+        return torch.as_tensor(values, dtype=self.dtype, device=self.device)
+
+    def init_models(self, replicas: int) -> Tensor:
+        """w_k(0) ~ U[0, 1)^2, the same in every replica."""
+        start = self._tensor(rng.uniform(self.seed, "init", self.keys, 0, 2))
+        return start.expand(replicas, -1, -1).clone()
+
+    def init_state(self, models: Tensor) -> dict[str, Tensor]:
+        return {}
+
+    def _samples(self, first: int, count: int) -> LocalizationBatch:
+        """The samples of iterations first .. first+count-1, stacked: u (K, N, 2), b and q."""
+        iterations = np.arange(first, first + count)[:, None]
+        keys = self.keys[None, :]
+        n_u = rng.normal(self.seed, "regressor", keys, iterations, 2)
+        n_v = rng.normal(self.seed, "observation", keys, iterations, 1)[..., 0]
+        u = self.direction + self.regressor_noise[:, None] * n_u
+        d = np.einsum("kni,ni->kn", u, self.goal - self.positions) + self.observation_noise * n_v
+        b = d + np.einsum("kni,ni->kn", u, self.positions)
+        q = self.positions + d[..., None] * u
+        return LocalizationBatch(self._tensor(u), self._tensor(b), self._tensor(q))
+
+    def batch(self, iteration: int) -> LocalizationBatch:
+        """Every agent's sample at ``iteration`` (generated in chunks of iterations)."""
+        if self._chunk is None or not 0 <= iteration - self._chunk[0] < len(self._chunk[1].b):
+            count = min(self.n_rounds - iteration, max(1, _CHUNK_VALUES // self.n_agents))
+            self._chunk = (iteration, self._samples(iteration, max(count, 1)))
+        first, chunk = self._chunk
+        k = iteration - first
+        return LocalizationBatch(chunk.u[k], chunk.b[k], chunk.q[k])
+
+    def adapt(
+        self, models: Tensor, batch: LocalizationBatch, state: dict[str, Tensor], iteration: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """psi = w + mu * (q - w)."""
+        return torch.lerp(models, batch.q, self.mu), state
+
+    def edge_losses(self, messages: Tensor, receivers: Tensor, batch: LocalizationBatch) -> Tensor:
+        """(b_k - u_k^T m)^2 for every message m received by k."""
+        prediction = row_dot(messages, batch.u.index_select(0, receivers))
+        return (batch.b.index_select(0, receivers) - prediction).square()
+
+    def metrics(
+        self, models: Tensor, batch: LocalizationBatch, iteration: int
+    ) -> dict[str, Tensor]:
+        loss = (batch.b - row_dot(models, batch.u)).square()
+        msd = squared_norm(models - self._goal)
+        return {"loss": loss, "msd": msd}
