@@ -13,6 +13,7 @@ a one-line message naming the bad field, before anything is written.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -79,6 +80,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="any setting by its dotted name, e.g. task.mu=0.2 (repeatable)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE.py",
+        help="import a Python file first (it may register rules, attacks, cases)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,8 +114,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return merge(out, dotted(args.set))
 
 
+def load_plugins(paths: Sequence[Path]) -> None:
+    """Import user files that register their own rules, attacks or case studies."""
+    for path in paths:
+        spec = importlib.util.spec_from_file_location(f"byzmtl_plugin_{path.stem}", path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise CommandError(f"plugin: cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while being built
+        spec.loader.exec_module(module)
+
+
 def load_config(args: argparse.Namespace, case: str | None) -> dict[str, Any]:
     """The raw configuration: the file (if any), then flags, then ``--set``."""
+    load_plugins(args.plugin)
     data = read_toml(args.config) if args.config is not None else {}
     data = merge(data, _overrides(args))
     if case is not None:
@@ -127,8 +148,8 @@ def command_run(args: argparse.Namespace) -> int:
     config = parse(load_config(args, args.case))
     out = args.out or _default_out(config.case)
     check_destination(out, args.overwrite)
-    prepare(config)  # validate everything (data files included) before the long part
-    result = run(config, progress=not args.no_progress)
+    experiment = prepare(config)  # everything (data files included) is checked before running
+    result = run(experiment, progress=not args.no_progress)
     result.save(out, overwrite=args.overwrite)
     if not args.quiet:
         print(summary_table(result.summary))
@@ -198,6 +219,24 @@ def command_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_bench(args: argparse.Namespace) -> int:
+    from byzmtl import bench
+
+    only = _csv(args.only)
+    unknown = sorted(set(only) - {"paper", "scaling", "oracle", "full"})
+    if unknown:
+        raise CommandError(f"only: unknown benchmark {unknown[0]!r} (paper, scaling, oracle, full)")
+    try:
+        sizes = [int(float(a)) for a in _csv(args.agents)]
+    except ValueError:
+        raise CommandError(
+            f"agents: expected comma-separated numbers, got {args.agents!r}"
+        ) from None
+    results = bench.report(only, sizes, args.rounds)
+    print(json.dumps(results, indent=2) if args.json else bench.table(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="byzmtl", description="Byzantine-resilient decentralised multi-task learning."
@@ -217,6 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list case studies, rules and attacks")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(handler=command_list)
+
+    bench = commands.add_parser("bench", help="time the engine (paper experiment, scaling)")
+    bench.add_argument(
+        "--only",
+        default="paper,scaling,oracle",
+        help="benchmarks among paper, scaling, oracle, full (the whole run at the largest size)",
+    )
+    bench.add_argument(
+        "--agents", default="1e3,1e4,1e5", help="network sizes for scaling, e.g. 1e3,1e4,1e5,1e6"
+    )
+    bench.add_argument("--rounds", type=int, default=20, help="rounds timed per size")
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
+    bench.set_defaults(handler=command_bench)
     return parser
 
 

@@ -18,8 +18,10 @@ only what they send matters.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -61,7 +63,8 @@ class Task(Protocol):
         """(R, N, d) -> psi after one local step, and the new learner state."""
 
     def edge_losses(self, messages: Tensor, receivers: Tensor, batch: Any) -> Tensor:
-        """(R, E, d) messages -> (R, E) loss of each message on its receiver's batch."""
+        """(R, E, d) messages -> (R, E) loss of each message on its receiver's batch, as a new
+        tensor (the engine modifies it in place)."""
 
     def metrics(self, models: Tensor, batch: Any, iteration: int) -> dict[str, Tensor] | None:
         """Per-agent metrics (name -> (R, N)) to record after this round, or None."""
@@ -69,12 +72,24 @@ class Task(Protocol):
 
 @dataclass
 class SimState:
-    """Everything a run needs to continue: checkpoint it with ``torch.save(state.__dict__)``."""
+    """Everything a run needs to continue, bit for bit (see ``save`` and ``load``)."""
 
     iteration: int
     models: Tensor  # (R, N, d)
     rule_states: list[RuleState]
     task_state: dict[str, Tensor] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        """Checkpoint the state (written to a temporary file, then renamed)."""
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.tmp")
+        torch.save(self.__dict__, temporary)
+        os.replace(temporary, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> SimState:
+        """A state saved by :meth:`save`; continuing from it reproduces the uninterrupted run."""
+        return cls(**torch.load(path, map_location=device, weights_only=True))
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +137,8 @@ class Simulation:
         self.attack_context = AttackContext(
             seed, self.keys, self.edges, self.byzantine, self.attack_edges
         )
+        if attack is not None and self.byzantine_ids.numel():
+            attack.check(self.attack_context, task)
         self.scored = [i for i, rule in enumerate(self.rules) if rule.needs_losses]
         contiguous = (
             self.scored == list(range(self.scored[0], self.scored[-1] + 1))
@@ -134,6 +151,7 @@ class Simulation:
             else torch.as_tensor(self.scored, dtype=torch.long, device=self.device)
         )
         self._score_row = {r: row for row, r in enumerate(self.scored)}
+        self._messages: Tensor | None = None
         self._all_finite = torch.ones(
             (self.replicas, graph.n_edges), dtype=torch.bool, device=self.device
         )
@@ -155,8 +173,11 @@ class Simulation:
     def _step(self, state: SimState) -> tuple[SimState, RoundOutput]:
         i, previous = state.iteration, state.models
         batch = self.task.batch(i)
-        psi, task_state = self.task.adapt(previous, batch, state.task_state, i)
-        messages = psi.index_select(1, self.edges.senders)
+        training = batch
+        if self.attack is not None and self.byzantine_ids.numel():
+            training = self.attack.training_batch(self.task, batch, self.byzantine)
+        psi, task_state = self.task.adapt(previous, training, state.task_state, i)
+        messages = self._gather_messages(psi)
         finite: Tensor | None = None
         if self.attack_edges.numel():
             messages, finite = self._attack(i, previous, psi, messages, batch)
@@ -164,7 +185,7 @@ class Simulation:
         if self.scored:
             scored = messages[self._scored_rows]
             raw = self.task.edge_losses(scored, self.edges.receivers, batch)
-            losses = raw.nan_to_num(nan=torch.inf, posinf=torch.inf)
+            losses = raw.nan_to_num_(nan=torch.inf, posinf=torch.inf)
             if finite is not None:
                 losses = losses.masked_fill(~finite[self._scored_rows], torch.inf)
         outputs, rule_states = [], []
@@ -194,6 +215,18 @@ class Simulation:
             new.index_copy_(1, self.byzantine_ids, own.index_select(1, self.byzantine_ids))
         metrics = self.task.metrics(new, batch, i)
         return SimState(i + 1, new, rule_states, task_state), RoundOutput(metrics, weights)
+
+    def _gather_messages(self, psi: Tensor) -> Tensor:
+        """m_lk = psi_l for every edge, written into a buffer reused every round (large fresh
+        tensors cost page faults); messages are valid during their round only."""
+        shape = (psi.shape[0], self.edges.n_edges, psi.shape[2])
+        if (
+            self._messages is None
+            or self._messages.shape != shape
+            or self._messages.dtype != psi.dtype
+        ):
+            self._messages = psi.new_empty(shape)
+        return torch.index_select(psi, 1, self.edges.senders, out=self._messages)
 
     def _combine(
         self, outputs: list[Tensor | Combination], messages: Tensor

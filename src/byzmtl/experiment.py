@@ -44,6 +44,7 @@ class Experiment:
     rules: list[Rule]
     attack: Attack
     simulation: Simulation
+    setup_seconds: float = 0.0  # time spent building and validating all of the above
 
     @property
     def normal(self) -> np.ndarray:
@@ -93,6 +94,7 @@ def _rule_params(config: RunConfig, name: str) -> dict[str, Any]:
 
 def prepare(config: RunConfig | Mapping[str, Any]) -> Experiment:
     """Build and validate every piece of a run; raises :class:`ConfigError` naming the field."""
+    started = time.perf_counter()
     config = (config if isinstance(config, RunConfig) else parse(dict(config))).resolved()
     case_class = CASES.get(config.case)
     settings = case_class.settings_model.model_validate(config.task)
@@ -125,7 +127,8 @@ def prepare(config: RunConfig | Mapping[str, Any]) -> Experiment:
         )
     except RuleAssumptionError as error:
         raise ConfigError(f"rules: {error}") from None
-    return Experiment(config, case, graph, byzantine, rules, attack, simulation)
+    setup = time.perf_counter() - started
+    return Experiment(config, case, graph, byzantine, rules, attack, simulation, setup)
 
 
 def _byzantine(config: RunConfig, case: CaseStudy) -> np.ndarray:
@@ -219,19 +222,21 @@ def _summary(experiment: Experiment, recorder: Recorder, wall: float, compute: f
 
 
 def run(
-    config: RunConfig | Mapping[str, Any],
+    config: RunConfig | Mapping[str, Any] | Experiment,
     progress: bool = False,
     on_round: Callable[[SimState, RoundOutput], None] | None = None,
 ) -> Result:
     """Run every rule of ``config`` on the same network and data; return the :class:`Result`.
 
+    ``config`` may also be an :class:`Experiment` from :func:`prepare` (built only once).
     ``progress`` shows a progress bar (after the first second); ``on_round`` is called after
     every round with the new state and the round's output.
     """
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    experiment = prepare(config)
+    experiment = config if isinstance(config, Experiment) else prepare(config)
+    started -= experiment.setup_seconds if isinstance(config, Experiment) else 0.0
     case, simulation = experiment.case, experiment.simulation
     recorder = Recorder(
         case.metric_names,

@@ -3,12 +3,15 @@
 A simulation must not depend on how its agents are batched, ordered or sharded, so no draw comes
 from a shared sequential generator. Instead each number is a hash of its coordinates:
 
-    x = mix(mix(mix(mix(seed) ^ stream) + key) + iteration) + j * G,   u = mix(x) >> 11 / 2^53
+    h = mix(mix(mix(seed) ^ stream) + key),   x = mix(h + iteration * H + j * G),
+    u = (x >> 11) / 2^53
 
 where ``mix`` is the splitmix64 finaliser (a bijection on 64-bit words with full avalanche), ``key``
 is the agent's identity (see :func:`agent_keys`), ``j`` the index of the draw within one
-(agent, iteration) and ``G`` the 64-bit golden ratio. Everything is vectorised in numpy uint64
-arithmetic, whose wrap-around is well defined. Gaussians come from the Box-Muller transform.
+(agent, iteration), and ``G``, ``H`` are odd 64-bit Weyl constants (as in SplitMix64's counter).
+Hashing is vectorised in numpy uint64 arithmetic, whose wrap-around is well defined. Gaussians
+come from the Box-Muller transform (in torch, whose vectorised log and cos are several times
+faster than numpy's).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+import torch
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_WEYL = np.uint64(0xD1B54A32D192ED03)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
@@ -36,12 +41,13 @@ def agent_keys(n_agents: int) -> np.ndarray:
 
 
 def _words(seed: int, stream: str, keys: np.ndarray, iteration: int | np.ndarray) -> np.ndarray:
+    """h + iteration * H for every (key, iteration), broadcast."""
     base = _mix(np.asarray([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
     base = _mix(base ^ np.uint64(zlib.crc32(stream.encode())))
     with np.errstate(over="ignore"):
         per_key = _mix(base + np.asarray(keys, dtype=np.uint64))
         it = np.asarray(iteration, dtype=np.int64).astype(np.uint64)
-        return _mix(per_key + it)
+        return per_key + it * _WEYL
 
 
 def uniform(
@@ -71,11 +77,11 @@ def normal(
 ) -> np.ndarray:
     """Standard normal floats (Box-Muller), shape ``broadcast(keys, iteration).shape + (size,)``."""
     pairs = (size + 1) // 2
-    u = uniform(seed, stream, keys, iteration, 2 * pairs)
-    radius = np.sqrt(-2.0 * np.log1p(-u[..., :pairs]))
-    angle = 2.0 * np.pi * u[..., pairs:]
-    z = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)
-    return z[..., :size]
+    u = torch.from_numpy(uniform(seed, stream, keys, iteration, 2 * pairs))
+    radius = torch.log1p(-u[..., :pairs]).mul_(-2.0).sqrt_()
+    angle = u[..., pairs:].mul(2.0 * np.pi)
+    z = torch.cat([radius * torch.cos(angle), radius.mul_(torch.sin(angle))], dim=-1)
+    return z[..., :size].numpy()
 
 
 def pair_keys(first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -120,7 +120,8 @@ class Neighbourhoods:
         index = self._replicated_receivers(rows.shape[0])
         flat = rows.reshape(-1)
         totals = flat.new_zeros(rows.shape[0] * self.n_agents).index_add_(0, index, flat)
-        return (flat / totals.index_select(0, index)).view(affinities.shape)
+        per_edge = totals.index_select(0, index)
+        return torch.div(flat, per_edge, out=per_edge).view(affinities.shape)
 
     def sum_per_receiver(self, values: Tensor) -> Tensor:
         """sum over l in N_k of values[(k, l)], for every k; ``values`` is (E,) or (E, d)."""
@@ -140,6 +141,28 @@ class RuleInputs:
     psi: Tensor  # (N, d): psi_k, every agent's model after its local step
     losses: Tensor | None  # (E,): l_k(message) on receiver k's batch, +inf if not finite
     iteration: int
+
+    @classmethod
+    def sent(
+        cls,
+        edges: Neighbourhoods,
+        psi: Tensor,
+        previous: Tensor | None = None,
+        losses: Tensor | None = None,
+        iteration: int = 0,
+    ) -> RuleInputs:
+        """The round in which every agent l sends its own psi_l to all its out-neighbours (for
+        examples and tests); ``previous`` defaults to ``psi``."""
+        return cls(
+            edges=edges,
+            messages=psi.index_select(0, edges.senders),
+            finite=torch.ones(edges.n_edges, dtype=torch.bool, device=psi.device),
+            all_finite=True,
+            previous=psi if previous is None else previous,
+            psi=psi,
+            losses=losses,
+            iteration=iteration,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,7 +221,7 @@ class WeightRule(Rule):
 
 def accumulate(previous: Tensor, new: Tensor, nu: float) -> Tensor:
     """The forgetting recursion r <- (1 - nu) * r + nu * new (an +inf input keeps r at +inf)."""
-    return torch.add(previous * (1.0 - nu), new, alpha=nu)
+    return torch.mul(previous, 1.0 - nu).add_(new, alpha=nu)
 
 
 def check_forgetting(nu: float, r0: float) -> None:

@@ -10,6 +10,9 @@ psi_k = w_k + mu * (q - w_k). The loss of any estimate w on k's sample is
 l_k(w) = (d + u^T x_k - u^T w)^2, always with the receiver's own x_k (a deliberate fix of the
 authors' code, which used the sender's position there).
 
+Agents are numbered along a space-filling curve (their identities, which key all randomness,
+travel with them), so that neighbours sit close in memory; results do not depend on numbering.
+
 Metrics per iteration and agent, after combining: ``loss`` = l_k(w_k) on the current sample (the
 paper's metric) and ``msd`` = ||w_k - w0_k||^2 (the squared distance to the true target).
 """
@@ -25,6 +28,7 @@ from pydantic import Field, field_validator
 from torch import Tensor
 
 from byzmtl import rng
+from byzmtl.graph import spatial_order
 from byzmtl.ops import row_dot, squared_norm
 from byzmtl.tasks.base import CASES, CaseDefaults, CaseStudy, Settings
 
@@ -111,6 +115,7 @@ class TargetLocalization(CaseStudy):
         offset = self.goal - positions
         self.direction = offset / np.linalg.norm(offset, axis=1, keepdims=True)
         self._goal = self._tensor(self.goal)
+        self._positions = self._tensor(positions)
         self._chunk: tuple[int, LocalizationBatch] | None = None
 
     @classmethod
@@ -134,10 +139,11 @@ class TargetLocalization(CaseStudy):
         sigma_v = (
             low_v + (high_v - low_v) * rng.uniform(seed, "observation-noise-level", keys)[:, 0]
         )
-        return cls(
+        positions = area * rng.uniform(seed, "position", keys, 0, 2)
+        case = cls(
             seed=seed,
             keys=keys,
-            positions=area * rng.uniform(seed, "position", keys, 0, 2),
+            positions=positions,
             groups=np.arange(n) * len(centres) // n,
             targets=centres + settings.target_jitter * jitter,
             regressor_noise=sigma_u,
@@ -147,6 +153,9 @@ class TargetLocalization(CaseStudy):
             dtype=dtype,
             device=device,
         )
+        renaming = np.empty(n, dtype=np.int64)
+        renaming[spatial_order(positions)] = np.arange(n)
+        return case.permuted(renaming)
 
     def permuted(self, permutation: np.ndarray) -> TargetLocalization:
         """The same case study with agent k renamed ``permutation[k]``."""
@@ -208,10 +217,19 @@ class TargetLocalization(CaseStudy):
         """psi = w + mu * (q - w)."""
         return torch.lerp(models, batch.q, self.mu), state
 
+    def flip_labels(self, batch: LocalizationBatch, agents: Tensor) -> LocalizationBatch:
+        """The batch with the observations of ``agents`` ((N,) bool) negated, d -> -d (the
+        ``label-flip`` attack, see :mod:`byzmtl.attacks.poisoning`): those agents learn their
+        target mirrored through their position, b = d + u^T x -> 2 u^T x - b, q -> 2 x - q."""
+        flagged = agents.to(batch.b.device)
+        b = torch.where(flagged, 2 * row_dot(batch.u, self._positions) - batch.b, batch.b)
+        q = torch.where(flagged[:, None], 2 * self._positions - batch.q, batch.q)
+        return LocalizationBatch(batch.u, b, q)
+
     def edge_losses(self, messages: Tensor, receivers: Tensor, batch: LocalizationBatch) -> Tensor:
         """(b_k - u_k^T m)^2 for every message m received by k."""
         prediction = row_dot(messages, batch.u.index_select(0, receivers))
-        return (batch.b.index_select(0, receivers) - prediction).square()
+        return prediction.sub_(batch.b.index_select(0, receivers)).square_()
 
     def metrics(
         self, models: Tensor, batch: LocalizationBatch, iteration: int
