@@ -36,6 +36,8 @@ def test_run_writes_a_complete_results_folder(tmp_path: Path) -> None:
     )
     assert sorted(p.name for p in out.iterdir()) == [
         "config.toml",
+        "diagnostics.csv",
+        "diagnostics.png",
         "figure.png",
         "metrics.csv",
         "network.png",

@@ -207,3 +207,35 @@ def test_checkpoint_resumes_bit_for_bit(tmp_path) -> None:
     assert torch.equal(resumed.models, straight.models)
     for a, b in zip(resumed.rule_states, straight.rule_states, strict=True):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("attack", ["constant", "nan"])
+def test_sharded_combine_changes_no_result(attack: str) -> None:
+    settings_ = TargetLocalizationSettings(agents=60, iterations=40)
+    task = TargetLocalization.from_settings(settings_, seed=2)
+    graph = graphs.geometric(task.positions, 1.0, 10, seed=2, keys=task.keys)
+
+    def run(shard_edges: int):
+        rules = [RULES.create(r) for r in PAPER_RULES]
+        sim = Simulation(
+            task,
+            graph,
+            rules,
+            ATTACKS.create(attack),
+            [4, 9, 33],
+            2,
+            task.keys,
+            shard_edges=shard_edges,
+        )
+        outputs = []
+        final = sim.run(on_round=lambda state, output: outputs.append(output))
+        return sim, final, outputs
+
+    whole, final, outputs = run(1 << 18)
+    sharded, final_sharded, outputs_sharded = run(4 * 50)
+    assert len(whole.shards) == 1 and len(sharded.shards) > 5
+    assert torch.equal(final.models, final_sharded.models)
+    for a, b in zip(final.rule_states, final_sharded.rule_states, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    for a, b in zip(outputs[-1].weights, outputs_sharded[-1].weights, strict=True):
+        assert torch.equal(a, b)

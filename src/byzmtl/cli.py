@@ -4,6 +4,8 @@
     byzmtl run --config configs/target-localization.toml --seed 3
     byzmtl list [--json]
     byzmtl bench [--json]
+    byzmtl matrix target-localization --rules all --attacks all --attackers 20 --seeds 0,1,2 \
+        --out runs/matrix
 
 Every setting of a run can come from ``--config FILE.toml``; flags override the file, and
 ``--set KEY=VALUE`` reaches any setting (``--set task.mu=0.2``). Bad input exits with status 2 and
@@ -23,6 +25,7 @@ from typing import Any
 
 from byzmtl.attacks import ATTACKS
 from byzmtl.config import ConfigError, dotted, merge, parse, read_toml
+from byzmtl.datasets import DatasetError
 from byzmtl.registry import RegistryError
 from byzmtl.rules import RULES
 from byzmtl.tasks import CASES
@@ -66,9 +69,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--r0", type=float, help="initial accumulated score")
     parser.add_argument("--iterations", type=int, help="rounds (target localization)")
     parser.add_argument("--epochs", type=int, help="epochs (learning case studies)")
-    parser.add_argument("--agents", type=int, help="number of agents (target localization)")
+    parser.add_argument("--agents", type=int, help="number of agents (target localization, har)")
     parser.add_argument("--data-dir", type=str, help="dataset folder (learning case studies)")
     parser.add_argument("--synthetic-dir", type=str, help="folder of real synthetic-digit images")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="fetch a missing public dataset into --data-dir (learning case studies)",
+    )
     parser.add_argument("--graph", type=str, help="graph kind: geometric, complete, ring, ...")
     parser.add_argument("--dtype", choices=["float32", "float64"])
     parser.add_argument("--device", type=str, help="torch device, e.g. cpu or cuda")
@@ -102,7 +111,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["rules"] = RULES.names() if args.rules == ["all"] else args.rules
     task = {
         key: getattr(args, key)
-        for key in ("iterations", "epochs", "agents", "data_dir", "synthetic_dir")
+        for key in ("iterations", "epochs", "agents", "data_dir", "synthetic_dir", "download")
         if getattr(args, key) is not None
     }
     if task:
@@ -154,6 +163,27 @@ def command_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(summary_table(result.summary))
         print(f"results: {out}")
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(item) for item in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}") from None
+
+
+def command_matrix(args: argparse.Namespace) -> int:
+    from byzmtl import matrix
+
+    if args.seed is not None:
+        raise CommandError("seed: a matrix takes --seeds")
+    config = load_config(args, args.case)
+    plan = matrix.plan(config, args.rules, args.attacks, args.seeds, args.out, args.overwrite)
+    log = (lambda line: None) if args.quiet else None
+    table = matrix.execute(plan, args.overwrite, not args.no_progress, log)
+    if not args.quiet:
+        print(f"{len(table)} rows: {args.out / 'matrix.md'}, matrix.csv, matrix.png")
     return 0
 
 
@@ -269,6 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=20, help="rounds timed per size")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.set_defaults(handler=command_bench)
+
+    grid = commands.add_parser("matrix", help="every rule against every attack, over seeds")
+    grid.add_argument("case", nargs="?", help=f"case study: {', '.join(CASES.names())}")
+    grid.add_argument("--rules", type=_csv, default=["all"], help="rules, or 'all' (default)")
+    grid.add_argument("--attacks", type=_csv, default=["all"], help="attacks, or 'all' (default)")
+    grid.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="seeds (default 0,1,2)")
+    _add_run_options(grid)
+    grid.add_argument("--out", type=Path, required=True, help="matrix folder (resumed if present)")
+    grid.add_argument("--overwrite", action="store_true", help="start the folder afresh")
+    grid.add_argument("--quiet", action="store_true", help="print nothing on success")
+    grid.set_defaults(handler=command_matrix)
     return parser
 
 
@@ -277,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
-    except (ConfigError, RegistryError, CommandError) as error:
+    except (ConfigError, RegistryError, CommandError, DatasetError) as error:
         print(f"byzmtl: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -100,11 +100,86 @@ class RoundOutput:
     weights: list[Tensor | None]  # per rule, (E,) edge weights where defined
 
 
+SHARD_EDGES = 1 << 18  # edges x replicas per shard: a shard's temporaries stay in cache
+
+
+@dataclass(frozen=True, eq=False)
+class Shard:
+    """A contiguous range of receivers with all their incoming edges (edges are sorted by
+    receiver), combined as a unit. ``edges`` numbers receivers locally (0 = the first agent of
+    the shard); senders keep their global ids."""
+
+    agents: slice  # the receivers a..b-1
+    edge_range: slice  # their edges
+    edges: Neighbourhoods
+    receivers: Tensor  # (E_s,) global receiver of each edge (for the task's batches)
+    attacked: Tensor  # positions, within the shard, of edges whose sender is Byzantine
+    attacked_rows: Tensor  # their rows in the round's tensor of attack messages
+    totals: tuple[int, int]  # (edges, agents) of the whole graph
+
+    @property
+    def n_edges(self) -> int:
+        return self.edges.n_edges
+
+    def slice_of(self, state: Tensor) -> slice:
+        """The part of a rule's state tensor that belongs to this shard: per-edge tensors are
+        cut by edges, per-agent tensors by agents."""
+        return self.edge_range if state.shape[0] == self.totals[0] else self.agents
+
+
+def make_shards(edges: Neighbourhoods, attack_edges: Tensor, max_edges: int) -> list[Shard]:
+    """Cut the receivers into contiguous ranges of at most ``max_edges`` edges each (a receiver
+    with more edges than that gets a shard of its own)."""
+    totals = (edges.n_edges, edges.n_agents)
+    rows = torch.arange(attack_edges.numel(), device=attack_edges.device)
+    offsets = np.concatenate([[0], np.cumsum(edges.degrees.cpu().numpy())])
+    if offsets[-1] <= max_edges:
+        return [
+            Shard(
+                slice(0, edges.n_agents),
+                slice(0, edges.n_edges),
+                edges,
+                edges.receivers,
+                attack_edges,
+                rows,
+                totals,
+            )
+        ]
+    shards, first = [], 0
+    while first < edges.n_agents:
+        last = int(np.searchsorted(offsets, offsets[first] + max_edges, side="right")) - 1
+        last = min(max(last, first + 1), edges.n_agents)
+        lo, hi = int(offsets[first]), int(offsets[last])
+        inside = (attack_edges >= lo) & (attack_edges < hi)
+        local = Neighbourhoods(
+            receivers=edges.receivers[lo:hi] - first,
+            senders=edges.senders[lo:hi],
+            self_edges=edges.self_edges[first:last] - lo,
+            degrees=edges.degrees[first:last],
+            n_agents=last - first,
+        )
+        shards.append(
+            Shard(
+                slice(first, last),
+                slice(lo, hi),
+                local,
+                edges.receivers[lo:hi],
+                attack_edges[inside] - lo,
+                rows[inside],
+                totals,
+            )
+        )
+        first = last
+    return shards
+
+
 class Simulation:
     """A network of agents learning one task each, run under several rules at once.
 
     ``rules`` are independent replicas of the same network: they see the same data, the same
     attack randomness and the same Byzantine agents, and differ only in how they combine.
+    Large networks are combined shard by shard (contiguous ranges of receivers of at most
+    ``shard_edges`` edges x replicas), which keeps temporaries in cache and changes no result.
     """
 
     def __init__(
@@ -118,6 +193,7 @@ class Simulation:
         keys: np.ndarray | None = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
+        shard_edges: int = SHARD_EDGES,
     ) -> None:
         if graph.n_agents != task.n_agents:
             raise ValueError(f"graph has {graph.n_agents} agents, task has {task.n_agents}")
@@ -151,6 +227,8 @@ class Simulation:
             else torch.as_tensor(self.scored, dtype=torch.long, device=self.device)
         )
         self._score_row = {r: row for row, r in enumerate(self.scored)}
+        self.shards = make_shards(self.edges, self.attack_edges, max(1, shard_edges // len(rules)))
+        self.largest_shard = max(shard.n_edges for shard in self.shards)
         self._messages: Tensor | None = None
         self._all_finite = torch.ones(
             (self.replicas, graph.n_edges), dtype=torch.bool, device=self.device
@@ -177,24 +255,94 @@ class Simulation:
         if self.attack is not None and self.byzantine_ids.numel():
             training = self.attack.training_batch(self.task, batch, self.byzantine)
         psi, task_state = self.task.adapt(previous, training, state.task_state, i)
-        messages = self._gather_messages(psi)
+        sent = self._attack(i, previous, psi, batch) if self.attack_edges.numel() else None
+        if len(self.shards) == 1:
+            new, weights, rule_states = self._shard_step(
+                self.shards[0], i, previous, psi, sent, batch, state.rule_states
+            )
+        else:
+            new, weights, rule_states = self._sharded_step(
+                i, previous, psi, sent, batch, state.rule_states
+            )
+        if self.byzantine_ids.numel():
+            own = psi if self.attack is None or self.attack.trains else previous
+            new.index_copy_(1, self.byzantine_ids, own.index_select(1, self.byzantine_ids))
+        metrics = self.task.metrics(new, batch, i)
+        return SimState(i + 1, new, rule_states, task_state), RoundOutput(metrics, weights)
+
+    def _sharded_step(
+        self,
+        i: int,
+        previous: Tensor,
+        psi: Tensor,
+        sent: tuple[Tensor, Tensor | None] | None,
+        batch: Any,
+        states: list[RuleState],
+    ) -> tuple[Tensor, list[Tensor | None], list[RuleState]]:
+        """The combine stage shard by shard, each shard's temporaries small enough to stay in
+        cache; outputs are written into round-wide tensors."""
+        new = torch.empty_like(previous)
+        weights: list[Tensor | None] = [None] * self.replicas
+        new_states: list[RuleState] = [{} for _ in self.rules]
+        for shard in self.shards:
+            local = [
+                {key: value[shard.slice_of(value)] for key, value in rule_state.items()}
+                for rule_state in states
+            ]
+            models, shard_weights, shard_states = self._shard_step(
+                shard, i, previous, psi, sent, batch, local
+            )
+            new[:, shard.agents] = models
+            for r in range(self.replicas):
+                if shard_weights[r] is not None:
+                    if weights[r] is None:
+                        weights[r] = models.new_empty(self.edges.n_edges)
+                    weights[r][shard.edge_range] = shard_weights[r]  # type: ignore[index]
+                for key, value in shard_states[r].items():
+                    if key not in new_states[r]:
+                        whole = states[r][key]
+                        new_states[r][key] = value.new_empty(whole.shape)
+                    new_states[r][key][shard.slice_of(new_states[r][key])] = value
+        return new, weights, new_states
+
+    def _shard_step(
+        self,
+        shard: Shard,
+        i: int,
+        previous: Tensor,
+        psi: Tensor,
+        sent: tuple[Tensor, Tensor | None] | None,
+        batch: Any,
+        states: list[RuleState],
+    ) -> tuple[Tensor, list[Tensor | None], list[RuleState]]:
+        """Send, score, weigh and combine for the receivers of one shard."""
+        messages = self._gather_messages(psi, shard)
         finite: Tensor | None = None
-        if self.attack_edges.numel():
-            messages, finite = self._attack(i, previous, psi, messages, batch)
+        if sent is not None and shard.attacked.numel():
+            values, sent_finite = sent
+            messages.index_copy_(1, shard.attacked, values.index_select(1, shard.attacked_rows))
+            if sent_finite is not None:
+                finite = self._all_finite[:, : shard.n_edges].clone()
+                finite[:, shard.attacked] = sent_finite.index_select(1, shard.attacked_rows)
         losses: Tensor | None = None
         if self.scored:
-            scored = messages[self._scored_rows]
-            raw = self.task.edge_losses(scored, self.edges.receivers, batch)
+            raw = self.task.edge_losses(messages[self._scored_rows], shard.receivers, batch)
             losses = raw.nan_to_num_(nan=torch.inf, posinf=torch.inf)
             if finite is not None:
                 losses = losses.masked_fill(~finite[self._scored_rows], torch.inf)
         outputs, rule_states = [], []
-        oks = (self._all_finite if finite is None else finite).unbind(0)
-        rows = zip(messages.unbind(0), oks, previous.unbind(0), psi.unbind(0), strict=True)
+        oks = (self._all_finite[:, : shard.n_edges] if finite is None else finite).unbind(0)
+        rows = zip(
+            messages.unbind(0),
+            oks,
+            previous[:, shard.agents].unbind(0),
+            psi[:, shard.agents].unbind(0),
+            strict=True,
+        )
         for r, (rule, (received, ok, before, own)) in enumerate(zip(self.rules, rows, strict=True)):
             row = self._score_row.get(r)
             inputs = RuleInputs(
-                edges=self.edges,
+                edges=shard.edges,
                 messages=received,
                 finite=ok,
                 all_finite=finite is None,
@@ -204,32 +352,30 @@ class Simulation:
                 iteration=i,
             )
             if isinstance(rule, WeightRule):
-                output, rule_state = rule.affinities(inputs, state.rule_states[r])
+                output, rule_state = rule.affinities(inputs, states[r])
             else:
-                output, rule_state = rule.step(inputs, state.rule_states[r])
+                output, rule_state = rule.step(inputs, states[r])
             outputs.append(output)
             rule_states.append(rule_state)
-        new, weights = self._combine(outputs, messages)
-        if self.byzantine_ids.numel():
-            own = psi if self.attack is None or self.attack.trains else previous
-            new.index_copy_(1, self.byzantine_ids, own.index_select(1, self.byzantine_ids))
-        metrics = self.task.metrics(new, batch, i)
-        return SimState(i + 1, new, rule_states, task_state), RoundOutput(metrics, weights)
+        models, weights = self._combine(shard.edges, outputs, messages)
+        return models, weights, rule_states
 
-    def _gather_messages(self, psi: Tensor) -> Tensor:
-        """m_lk = psi_l for every edge, written into a buffer reused every round (large fresh
-        tensors cost page faults); messages are valid during their round only."""
-        shape = (psi.shape[0], self.edges.n_edges, psi.shape[2])
+    def _gather_messages(self, psi: Tensor, shard: Shard) -> Tensor:
+        """m_lk = psi_l for every edge of the shard, written into a buffer reused every round
+        (large fresh tensors cost page faults); messages are valid during their round only."""
+        shape = (psi.shape[0], shard.n_edges, psi.shape[2])
+        size = psi.shape[0] * self.largest_shard * psi.shape[2]
         if (
             self._messages is None
-            or self._messages.shape != shape
-            or self._messages.dtype != psi.dtype
+            or self._messages.numel() != size
+            or (self._messages.dtype != psi.dtype)
         ):
-            self._messages = psi.new_empty(shape)
-        return torch.index_select(psi, 1, self.edges.senders, out=self._messages)
+            self._messages = psi.new_empty(size)
+        out = self._messages[: shape[0] * shape[1] * shape[2]].view(shape)
+        return torch.index_select(psi, 1, shard.edges.senders, out=out)
 
     def _combine(
-        self, outputs: list[Tensor | Combination], messages: Tensor
+        self, edges: Neighbourhoods, outputs: list[Tensor | Combination], messages: Tensor
     ) -> tuple[Tensor, list[Tensor | None]]:
         """New models of every replica, and every rule's edge weights (where defined). The
         affinities of all weight rules are normalised and combined in one batched operation."""
@@ -239,36 +385,34 @@ class Simulation:
             for r in range(self.replicas)
         ]
         if len(by_weight) == self.replicas:
-            stacked = self.edges.normalise(torch.stack(outputs))  # type: ignore[arg-type]
-            return self.edges.combine(stacked, messages), list(stacked.unbind(0))
+            stacked = edges.normalise(torch.stack(outputs))  # type: ignore[arg-type]
+            return edges.combine(stacked, messages), list(stacked.unbind(0))
         models = [None if r in by_weight else outputs[r].models for r in range(self.replicas)]
         if by_weight:
-            stacked = self.edges.normalise(torch.stack([outputs[r] for r in by_weight]))
-            combined = self.edges.combine(stacked, messages[by_weight])
+            stacked = edges.normalise(torch.stack([outputs[r] for r in by_weight]))
+            combined = edges.combine(stacked, messages[by_weight])
             for row, r in enumerate(by_weight):
                 models[r], weights[r] = combined[row], stacked[row]
         return torch.stack(models), weights  # type: ignore[arg-type]
 
     def _attack(
-        self, i: int, previous: Tensor, psi: Tensor, messages: Tensor, batch: Any
+        self, i: int, previous: Tensor, psi: Tensor, batch: Any
     ) -> tuple[Tensor, Tensor | None]:
-        """Replace the Byzantine senders' messages (in place); zero the non-finite ones and flag
-        them in the returned (R, E) mask, which is None when every message is finite."""
+        """The Byzantine senders' messages (R, B, d) on every attacked edge, non-finite ones
+        zeroed, and their (R, B) finite mask (None when every message is finite)."""
         assert self.attack is not None
         context = self.attack_context
 
         def loss_of(candidates: Tensor) -> Tensor:
             return self.task.edge_losses(candidates, context.receivers, batch)
 
-        inputs = AttackInputs(context, i, psi, previous, messages, loss_of)
-        sent = self.attack.messages(inputs).to(messages.dtype)
+        honest = psi.index_select(1, self.edges.senders)
+        inputs = AttackInputs(context, i, psi, previous, honest, loss_of)
+        sent = self.attack.messages(inputs).to(psi.dtype)
         if math.isfinite(float(sent.sum())):  # then no entry is NaN or infinite
-            return messages.index_copy_(1, self.attack_edges, sent), None
+            return sent, None
         sent_finite = torch.isfinite(sent).all(-1)
-        sent = sent.masked_fill(~sent_finite[..., None], 0.0)
-        finite = self._all_finite.clone()
-        finite[:, self.attack_edges] = sent_finite
-        return messages.index_copy_(1, self.attack_edges, sent), finite
+        return sent.masked_fill(~sent_finite[..., None], 0.0), sent_finite
 
     def run(
         self,

@@ -24,10 +24,10 @@ import torch
 
 import byzmtl
 from byzmtl import graph as graphs
-from byzmtl.attacks import ATTACKS, Attack
+from byzmtl.attacks import ATTACKS, Attack, AttackAssumptionError
 from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
 from byzmtl.engine import RoundOutput, SimState, Simulation
-from byzmtl.recording import STATISTICS, Recorder
+from byzmtl.recording import STATISTICS, Diagnostics, Recorder
 from byzmtl.registry import RegistryError
 from byzmtl.rules import RULES, Rule, RuleAssumptionError
 from byzmtl.tasks import CASES, CaseStudy
@@ -127,6 +127,8 @@ def prepare(config: RunConfig | Mapping[str, Any]) -> Experiment:
         )
     except RuleAssumptionError as error:
         raise ConfigError(f"rules: {error}") from None
+    except AttackAssumptionError as error:
+        raise ConfigError(f"attack: {error}") from None
     setup = time.perf_counter() - started
     return Experiment(config, case, graph, byzantine, rules, attack, simulation, setup)
 
@@ -162,6 +164,7 @@ class Result:
     summary: dict[str, Any]
     experiment: Experiment
     state: SimState
+    diagnostics: pd.DataFrame | None = None  # per round: see byzmtl.recording.Diagnostics
 
     def final(self, rule: str, metric: str, statistic: str = "mean", group: str = "all") -> float:
         """The summary's final value of ``metric`` under ``rule`` (see README, results format)."""
@@ -177,8 +180,16 @@ class Result:
         return write_results(self, Path(out), overwrite)
 
 
-def _summary(experiment: Experiment, recorder: Recorder, wall: float, compute: float) -> dict:
+def _summary(
+    experiment: Experiment,
+    recorder: Recorder,
+    diagnostics: Diagnostics,
+    table: pd.DataFrame,
+    wall: float,
+    compute: float,
+) -> dict:
     case, config = experiment.case, experiment.config
+    diagnosed = diagnostics.summary(case.final_fraction, table)
     arrays = recorder.arrays()
     records = recorder.n_records
     window = max(1, round(case.final_fraction * records))
@@ -196,6 +207,7 @@ def _summary(experiment: Experiment, recorder: Recorder, wall: float, compute: f
         entry: dict[str, Any] = {"final": per_subset.pop("all")}
         if per_subset:
             entry["groups"] = {name: {"final": value} for name, value in per_subset.items()}
+        entry["diagnostics"] = diagnosed[rule]
         rules[rule] = entry
     return {
         "case": case.name,
@@ -209,6 +221,11 @@ def _summary(experiment: Experiment, recorder: Recorder, wall: float, compute: f
         "final_window": window,
         "metrics": list(case.metric_names),
         "groups": list(case.group_names),
+        "diagnostics": {
+            "regret_reference": None if diagnostics.reference is None else "none",
+            "regret_metric": diagnostics.loss_metric,
+            "rounds": case.n_rounds,
+        },
         "wall_seconds": wall,
         "compute_seconds": compute,
         "versions": {
@@ -246,6 +263,16 @@ def run(
         case.group_names,
         simulation.device,
     )
+    graph = experiment.graph
+    diagnostics = Diagnostics(
+        graph.receivers,
+        graph.senders,
+        experiment.normal,
+        case.groups,
+        experiment.config.rules,
+        case.loss_metric if case.loss_metric in case.metric_names else None,
+        simulation.device,
+    )
     bar = tqdm(
         total=case.n_rounds,
         disable=not progress,
@@ -258,6 +285,7 @@ def run(
     def record(state: SimState, output: RoundOutput) -> None:
         if output.metrics is not None:
             recorder.add(output.metrics)
+        diagnostics.add(state.iteration - 1, output.weights, output.metrics)
         bar.update()
         if on_round is not None:
             on_round(state, output)
@@ -268,5 +296,7 @@ def run(
     compute = time.perf_counter() - computing
     times = case.time_values()
     metrics = recorder.table(case.time_unit, times)
-    summary = _summary(experiment, recorder, time.perf_counter() - started, compute)
-    return Result(experiment.config, metrics, summary, experiment, state)
+    table = diagnostics.table()
+    wall = time.perf_counter() - started
+    summary = _summary(experiment, recorder, diagnostics, table, wall, compute)
+    return Result(experiment.config, metrics, summary, experiment, state, table)

@@ -7,6 +7,7 @@ costs a few tensor operations per block rather than per round.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -90,3 +91,168 @@ class Recorder:
             for s, stat in enumerate(STATISTICS):
                 columns[f"{name}_{stat}"] = ordered[:, s]
         return pd.DataFrame(columns)
+
+
+DIAGNOSTICS = (
+    "byzantine_weight_mean",
+    "byzantine_weight_max",
+    "own_task_weight_mean",
+    "own_task_weight_min",
+    "regret_mean",
+    "regret_max",
+)
+
+
+class Diagnostics:
+    """What each rule does with its weights, and what cooperation costs or gains, per round.
+
+    For every rule and normal agent k, each round (from the rule's edge weights c_lk):
+
+        byzantine weight  b_k = sum over Byzantine l in N_k of c_lk,
+        own-task weight   o_k = sum over normal l in N_k of k's task group of c_lk (k included),
+
+    reduced to the mean and max of b_k and the mean and min of o_k over normal agents; rules
+    without edge weights record NaN. At every recorded round t (when the task reports metrics;
+    per epoch in the learning case studies), with L the case study's loss metric,
+
+        regret    R_k(t) = sum over records s <= t of L_k^rule(s) - L_k^none(s),
+
+    the cumulative excess loss of agent k over the no-cooperation replica of the same run (same
+    seed, data and attackers), reduced to its mean and max over normal agents. Regret needs the
+    ``none`` rule in the run (it is in the default set) and the loss metric; otherwise it is NaN.
+
+    Rounds only append references to buffers; the reductions run in blocks of rounds.
+    """
+
+    def __init__(
+        self,
+        receivers: np.ndarray,
+        senders: np.ndarray,
+        normal: np.ndarray,
+        groups: np.ndarray,
+        rule_names: Sequence[str],
+        loss_metric: str | None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.rule_names = list(rule_names)
+        self.reference = self.rule_names.index("none") if "none" in self.rule_names else None
+        self.loss_metric = loss_metric if self.reference is not None else None
+        to_normal = normal[receivers]
+        byzantine = np.flatnonzero(to_normal & ~normal[senders])
+        own = np.flatnonzero(to_normal & normal[senders] & (groups[receivers] == groups[senders]))
+
+        def tensor(values: np.ndarray) -> Tensor:
+            return torch.as_tensor(values, dtype=torch.long, device=device)
+
+        self._byzantine, self._byzantine_to = tensor(byzantine), tensor(receivers[byzantine])
+        self._own, self._own_to = tensor(own), tensor(receivers[own])
+        self._normal = tensor(np.flatnonzero(normal))
+        self._n_agents, self._n_edges = len(normal), len(receivers)
+        self._weights: list[Sequence[Tensor | None]] = []
+        self._recorded: list[int] = []  # rounds at which the task reported metrics
+        self._losses: list[tuple[int, Tensor]] = []
+        self._rounds: list[np.ndarray] = []  # blocks of (K, R, 4)
+        self._records: list[tuple[np.ndarray, np.ndarray]] = []  # (rounds, (K, R, 2)) blocks
+        self._regret: Tensor | None = None  # (R, normal agents) cumulative excess loss
+
+    def add(self, round_index: int, weights: Sequence[Tensor | None], metrics: Any) -> None:
+        """Record round ``round_index`` (0-based): one (E,) weight tensor (or None) per rule,
+        and the round's metrics (name -> (R, N)) or None."""
+        self._weights.append(weights)
+        if metrics is not None:
+            self._recorded.append(round_index)
+        if metrics is not None and self.loss_metric is not None and self.loss_metric in metrics:
+            self._losses.append((round_index, metrics[self.loss_metric]))
+        if len(self._weights) * len(weights) * self._n_edges >= _BUFFER_VALUES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._weights:
+            self._rounds.append(self._weight_block(self._weights))
+            self._weights = []
+        if self._losses:
+            rounds = np.array([r for r, _ in self._losses])
+            loss = torch.stack([m for _, m in self._losses]).index_select(2, self._normal)
+            excess = (loss - loss[:, self.reference : self.reference + 1]).cumsum(0)
+            if self._regret is not None:
+                excess += self._regret
+            self._regret = excess[-1]
+            stats = torch.stack([excess.mean(2), excess.amax(2)], -1)
+            self._records.append((rounds, stats.double().cpu().numpy()))
+            self._losses = []
+
+    def _weight_block(self, block: list[Sequence[Tensor | None]]) -> np.ndarray:
+        """(K, R, 4) byzantine mean, max, own-task mean, min for K rounds of weights."""
+        template = next((w for ws in block for w in ws if w is not None), None)
+        if template is None:
+            return np.full((len(block), len(self.rule_names), 4), np.nan)
+        missing = template.new_full(template.shape, torch.nan)
+        flat = [missing if w is None else w for ws in block for w in ws]
+        weights = torch.stack(flat).view(len(block), len(self.rule_names), -1)
+        byzantine = self._per_normal(weights, self._byzantine, self._byzantine_to)
+        own = self._per_normal(weights, self._own, self._own_to)
+        stats = [byzantine.mean(2), byzantine.amax(2), own.mean(2), own.amin(2)]
+        return torch.stack(stats, -1).double().cpu().numpy()
+
+    def _per_normal(self, weights: Tensor, edges: Tensor, receivers: Tensor) -> Tensor:
+        """(K, R, normal agents): sum of ``weights`` over the given edges, per receiver."""
+        totals = weights.new_zeros((*weights.shape[:2], self._n_agents))
+        totals.index_add_(2, receivers, weights.index_select(2, edges))
+        return totals.index_select(2, self._normal)
+
+    def table(self, time_name: str = "iteration") -> pd.DataFrame:
+        """Long table: one row per (rule, round) with the columns of ``DIAGNOSTICS``; rounds are
+        numbered from 1; regret columns are NaN on rounds without a record."""
+        self._flush()
+        rules = len(self.rule_names)
+        per_round = np.concatenate(self._rounds) if self._rounds else np.zeros((0, rules, 4))
+        rounds = len(per_round)
+        values = np.full((rounds, rules, len(DIAGNOSTICS)), np.nan)
+        values[:, :, :4] = per_round
+        for recorded, stats in self._records:
+            values[recorded, :, 4:] = stats
+        ordered = values.transpose(1, 0, 2).reshape(-1, len(DIAGNOSTICS))
+        columns: dict[str, object] = {
+            "rule": np.repeat(self.rule_names, rounds),
+            time_name: np.tile(np.arange(1, rounds + 1), rules),
+        }
+        for c, name in enumerate(DIAGNOSTICS):
+            columns[name] = ordered[:, c]
+        return pd.DataFrame(columns)
+
+    def summary(
+        self, final_fraction: float, table: pd.DataFrame | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Per rule: the weight diagnostics averaged over the rounds of the metrics' final
+        window (the last ``final_fraction`` of records, at least one: e.g. the last 50
+        iterations, or every round of the last epoch), and the regret at the last record (None
+        where not measured). ``table``: this recorder's :meth:`table`, if already made."""
+        table = self.table() if table is None else table
+        records = len(self._recorded)
+        window = max(1, round(final_fraction * records))
+        first = self._recorded[-window - 1] + 1 if records > window else 0
+        out: dict[str, dict[str, Any]] = {}
+        for rule in self.rule_names:
+            rows = table[table["rule"] == rule]
+            tail = rows[rows["iteration"] > first]
+            recorded = rows.dropna(subset=["regret_mean"]).iloc[-1:]
+
+            def final(column: str, part: pd.DataFrame) -> float | None:
+                value = float(part[column].mean()) if len(part) else float("nan")
+                return None if np.isnan(value) else value
+
+            out[rule] = {
+                "byzantine_weight": {
+                    "mean": final("byzantine_weight_mean", tail),
+                    "max": final("byzantine_weight_max", tail),
+                },
+                "own_task_weight": {
+                    "mean": final("own_task_weight_mean", tail),
+                    "min": final("own_task_weight_min", tail),
+                },
+                "regret": {
+                    "mean": final("regret_mean", recorded),
+                    "max": final("regret_max", recorded),
+                },
+            }
+        return out

@@ -3,7 +3,9 @@
     config.toml    the resolved configuration (rerun it with ``byzmtl run --config``)
     metrics.csv    rule, group, <time>, <metric>_mean, <metric>_min, <metric>_max per record
     summary.json   see the README's "Results format"
+    diagnostics.csv  rule, iteration, weight on Byzantine / own-task senders, regret (per round)
     figure.png     per metric a panel: per rule a mean line and a min-max band
+    diagnostics.png  the diagnostics over rounds (see byzmtl.recording.Diagnostics)
     network.png    agents coloured by task, Byzantine agents in red, edges drawn
 
 The folder is assembled under a temporary name beside its destination and renamed into place at
@@ -48,6 +50,11 @@ def write_results(result: Result, out: Path, overwrite: bool = False) -> Path:
         result.metrics.to_csv(staging / "metrics.csv", index=False)
         (staging / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
         experiment = result.experiment
+        if result.diagnostics is not None:
+            result.diagnostics.to_csv(staging / "diagnostics.csv", index=False)
+            plots.diagnostics_figure(
+                result.diagnostics, staging / "diagnostics.png", title=_title(result)
+            )
         plots.metrics_figure(
             result.metrics,
             experiment.case.metric_names,
@@ -87,10 +94,14 @@ def _swap_into_place(staging: Path, out: Path) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a text file via a temporary file and a rename."""
+    """Write a text file via a temporary file and a rename (with the permissions a plain write
+    would give it: mkstemp creates files readable by their owner only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(handle, 0o666 & ~umask)
         with os.fdopen(handle, "w") as file:
             file.write(text)
         os.replace(temporary, path)

@@ -10,10 +10,10 @@ their randomness is keyed on (seed, attacker, receiver, iteration) through :mod:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +22,10 @@ from torch import Tensor
 from byzmtl import rng
 from byzmtl.registry import Registry
 from byzmtl.rules.base import Neighbourhoods
+
+
+class AttackAssumptionError(ValueError):
+    """An attack cannot run on this case study or network (the message says why)."""
 
 
 @dataclass(eq=False)
@@ -95,9 +99,52 @@ class Attack(ABC):
     name: ClassVar[str]
     trains: bool
 
+    def check(self, context: AttackContext, task: Any) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`AttackAssumptionError` if the attack cannot run against ``task`` on this
+        network (called once, before the first round, when there are Byzantine agents)."""
+
+    def training_batch(self, task: Any, batch: Any, byzantine: Tensor) -> Any:
+        """The data every agent takes its local step on this round: the honest ``batch``, unless
+        the attack poisons the Byzantine agents' own data (``byzantine``: (N,) bool)."""
+        return batch
+
     @abstractmethod
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): the message sent on each attacked edge, for each replica."""
 
 
 ATTACKS: Registry[Attack] = Registry("attack")
+
+
+def one_round(
+    attack: Attack,
+    edges: Neighbourhoods,
+    psi: Tensor,
+    byzantine: Sequence[int],
+    previous: Tensor | None = None,
+    loss_of: Callable[[Tensor], Tensor] | None = None,
+    seed: int = 0,
+    iteration: int = 0,
+) -> Tensor:
+    """The (B, d) messages ``attack`` sends on the edges whose sender is in ``byzantine`` (in edge
+    order), in one round of a single replica where agents hold ``psi`` (N, d) after their local
+    step and ``previous`` before it (default ``psi``); for examples and tests. ``loss_of`` maps
+    (1, B, d) candidates to (1, B) losses on the receivers' batches, for attacks that need it."""
+
+    def no_data(candidates: Tensor) -> Tensor:
+        raise ValueError(f"attack {attack.name!r} scores candidates: give one_round a loss_of")
+
+    flags = torch.zeros(edges.n_agents, dtype=torch.bool, device=psi.device)
+    flags[list(byzantine)] = True
+    attacked = torch.nonzero(flags[edges.senders]).flatten()
+    context = AttackContext(seed, rng.agent_keys(edges.n_agents), edges, flags, attacked)
+    before = psi if previous is None else previous
+    inputs = AttackInputs(
+        context,
+        iteration,
+        psi[None],
+        before[None],
+        psi.index_select(0, edges.senders)[None],
+        no_data if loss_of is None else loss_of,
+    )
+    return attack.messages(inputs)[0]

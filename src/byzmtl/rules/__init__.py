@@ -4,7 +4,16 @@ Add a rule by subclassing :class:`~byzmtl.rules.base.WeightRule` (or ``Rule``) a
 decorating it with ``@RULES.register("my-rule")``; see the README.
 """
 
-from byzmtl.rules import baselines, loss
+from byzmtl.rules import (
+    baselines,
+    clipping,
+    coordinatewise,
+    geometric_median,
+    hardened,
+    krum,
+    loss,
+    two_stage,
+)
 from byzmtl.rules.base import (
     RULES,
     Combination,
@@ -26,5 +35,11 @@ __all__ = [
     "RuleState",
     "WeightRule",
     "baselines",
+    "clipping",
+    "coordinatewise",
+    "geometric_median",
+    "hardened",
+    "krum",
     "loss",
+    "two_stage",
 ]

@@ -30,7 +30,12 @@ class RuleAssumptionError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class Neighbourhoods:
-    """A graph's edges as torch tensors, sorted by receiver (see :mod:`byzmtl.graph`)."""
+    """A graph's edges as torch tensors, sorted by receiver (see :mod:`byzmtl.graph`).
+
+    The engine may hand a rule the neighbourhoods of a shard of receivers: receivers are then
+    numbered 0..n_agents-1 within the shard (as are the rows of ``RuleInputs.previous`` and
+    ``psi``), while ``senders`` keep their ids in the whole graph (to tell senders apart, never
+    to index models)."""
 
     receivers: Tensor  # (E,) long
     senders: Tensor  # (E,) long
@@ -59,7 +64,8 @@ class Neighbourhoods:
     @cached_property
     def is_self(self) -> Tensor:
         """(E,) bool: the edge is a self-loop."""
-        return self.receivers == self.senders
+        flags = torch.zeros(self.n_edges, dtype=torch.bool, device=self.receivers.device)
+        return flags.index_fill_(0, self.self_edges, True)
 
     def self_weights(self, dtype: torch.dtype) -> Tensor:
         """(E,): 1 on self-loops, 0 elsewhere (the weights of no cooperation)."""

@@ -47,6 +47,10 @@ class CaseStudy(ABC):
     final_fraction: ClassVar[float] = 0.1  # summary "final" = mean over this tail of records
     log_metrics: ClassVar[frozenset[str]] = frozenset()  # metrics drawn on a log scale
     plot_groups: ClassVar[bool] = False  # one figure row per task group, besides "all"
+    # the metric that measures an agent's loss: regret against no cooperation and the loss
+    # columns of ``byzmtl matrix`` use it (learning case studies: e.g. "test_loss")
+    loss_metric: ClassVar[str] = "loss"
+    higher_is_better: ClassVar[frozenset[str]] = frozenset()  # e.g. accuracy: worst = min
 
     n_agents: int
     n_rounds: int
@@ -60,6 +64,11 @@ class CaseStudy(ABC):
     @abstractmethod
     def from_settings(cls, settings: Any, seed: int, dtype: torch.dtype, device: str) -> CaseStudy:
         """Build the case study for one seed."""
+
+    # Optional hook of data-poisoning attacks (see byzmtl.attacks.poisoning):
+    #     def flip_labels(self, batch, agents: Tensor) -> batch
+    # returns a copy of ``batch`` in which the agents flagged in ``agents`` ((N,) bool) have
+    # flipped labels. A case study without it cannot run the ``label-flip`` attack.
 
     def default_byzantine(self, count: int) -> np.ndarray | None:
         """Byzantine agents the paper fixes for ``count`` attackers, or None for a random draw."""

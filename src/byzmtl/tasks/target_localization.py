@@ -115,6 +115,10 @@ class TargetLocalization(CaseStudy):
         offset = self.goal - positions
         self.direction = offset / np.linalg.norm(offset, axis=1, keepdims=True)
         self._goal = self._tensor(self.goal)
+        self._exact = tuple(  # float64 copies for generating samples
+            torch.as_tensor(a, dtype=torch.float64)
+            for a in (positions, offset, self.direction, regressor_noise, observation_noise)
+        )
         self._positions = self._tensor(positions)
         self._chunk: tuple[int, LocalizationBatch] | None = None
 
@@ -193,13 +197,12 @@ class TargetLocalization(CaseStudy):
     def _samples(self, first: int, count: int) -> LocalizationBatch:
         """The samples of iterations first .. first+count-1, stacked: u (K, N, 2), b and q."""
         iterations = np.arange(first, first + count)[:, None]
-        keys = self.keys[None, :]
-        n_u = rng.normal(self.seed, "regressor", keys, iterations, 2)
-        n_v = rng.normal(self.seed, "observation", keys, iterations, 1)[..., 0]
-        u = self.direction + self.regressor_noise[:, None] * n_u
-        d = np.einsum("kni,ni->kn", u, self.goal - self.positions) + self.observation_noise * n_v
-        b = d + np.einsum("kni,ni->kn", u, self.positions)
-        q = self.positions + d[..., None] * u
+        noise = torch.from_numpy(rng.normal(self.seed, "sample", self.keys[None, :], iterations, 3))
+        x, offset, direction, sigma_u, sigma_v = self._exact
+        u = direction + sigma_u[:, None] * noise[..., :2]  # regressor noise: 2 coordinates
+        d = row_dot(u, offset).add_(sigma_v * noise[..., 2])  # observation noise
+        b = row_dot(u, x).add_(d)
+        q = torch.addcmul(x, d[..., None], u)
         return LocalizationBatch(self._tensor(u), self._tensor(b), self._tensor(q))
 
     def batch(self, iteration: int) -> LocalizationBatch:

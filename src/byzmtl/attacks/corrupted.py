@@ -1,0 +1,121 @@
+"""Attacks that corrupt a model the attacker has: sign flip, Gaussian noise, mimicry.
+
+- ``sign-flip``: m_bk = -scale * psi_b, the attacker's own model with its sign flipped.
+- ``gaussian``: m_bk = psi_b + sigma * n_bk, n_bk ~ N(0, I) drawn per message (attacker,
+  receiver, round); unlike ``noise``, which replaces the model, it stays around an honest one.
+- ``mimic``: every Byzantine agent sends psi_a of one honest agent a to everyone (Karimireddy,
+  He and Jaggi, ICLR 2022): in multi-task learning it pulls receivers towards a's task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from byzmtl import rng
+from byzmtl.attacks.base import (
+    ATTACKS,
+    Attack,
+    AttackAssumptionError,
+    AttackContext,
+    AttackInputs,
+)
+
+
+@ATTACKS.register("sign-flip")
+@dataclass
+class SignFlip(Attack):
+    """Send the attacker's own model with its sign flipped: m_bk = -scale * psi_b.
+
+    >>> import torch
+    >>> from byzmtl.attacks.base import one_round
+    >>> from byzmtl.graph import complete
+    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> edges = Neighbourhoods.from_graph(complete(2))
+    >>> psi = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    >>> one_round(SignFlip(), edges, psi, byzantine=[1]).tolist()  # edges 1 -> 0 and 1 -> 1
+    [[-3.0, -4.0], [-3.0, -4.0]]
+    """
+
+    scale: float = 1.0
+    trains: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
+
+    def messages(self, x: AttackInputs) -> Tensor:
+        """(R, B, d): -scale * psi_b on every attacked edge (b -> k)."""
+        return x.psi[:, x.senders] * -self.scale
+
+
+@ATTACKS.register("gaussian")
+@dataclass
+class Gaussian(Attack):
+    """Send the attacker's own model plus Gaussian noise: m_bk = psi_b + sigma * n_bk.
+
+    >>> import torch
+    >>> from byzmtl.attacks.base import one_round
+    >>> from byzmtl.graph import complete
+    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> edges = Neighbourhoods.from_graph(complete(2))
+    >>> psi = torch.zeros(2, 20000, dtype=torch.float64)
+    >>> round(float(one_round(Gaussian(sigma=3.0), edges, psi, byzantine=[0]).std()), 1)
+    3.0
+    """
+
+    sigma: float = 1.0
+    trains: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma}")
+
+    def messages(self, x: AttackInputs) -> Tensor:
+        """(R, B, d): psi_b + sigma * n_bk, n_bk ~ N(0, I) keyed on (seed, edge, round)."""
+        draws = rng.normal(
+            x.context.seed, "attack-gaussian", x.context.edge_keys, x.iteration, x.psi.shape[-1]
+        )
+        noise = torch.as_tensor(draws, dtype=x.psi.dtype, device=x.psi.device)
+        return x.psi[:, x.senders] + self.sigma * noise
+
+
+@ATTACKS.register("mimic")
+@dataclass
+class Mimic(Attack):
+    """Every Byzantine agent sends the model of one honest agent, m_bk = psi_a, to everyone;
+    ``agent`` is a (None: the honest agent of lowest id).
+
+    >>> import torch
+    >>> from byzmtl.attacks.base import one_round
+    >>> from byzmtl.graph import complete
+    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> edges = Neighbourhoods.from_graph(complete(3))
+    >>> psi = torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64)
+    >>> one_round(Mimic(agent=1), edges, psi, byzantine=[0]).flatten().tolist()
+    [2.0, 2.0, 2.0]
+    """
+
+    agent: int | None = None
+    trains: bool = True
+
+    def mimicked(self, context: AttackContext) -> int:
+        """The honest agent copied."""
+        if self.agent is not None:
+            return self.agent
+        return int(torch.nonzero(~context.byzantine)[0, 0])
+
+    def check(self, context: AttackContext, task: Any) -> None:
+        n = context.edges.n_agents
+        if self.agent is not None and not 0 <= self.agent < n:
+            raise AttackAssumptionError(f"mimic: agent {self.agent} is not in [0, {n})")
+        if self.agent is not None and bool(context.byzantine[self.agent]):
+            raise AttackAssumptionError(f"mimic: agent {self.agent} is Byzantine, not honest")
+
+    def messages(self, x: AttackInputs) -> Tensor:
+        """(R, B, d): psi_a on every attacked edge."""
+        copied = x.psi[:, self.mimicked(x.context)]
+        return copied[:, None, :].expand(-1, len(x.senders), -1)

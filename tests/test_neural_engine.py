@@ -1,0 +1,279 @@
+"""The vectorised learning engine (byzmtl.tasks.neural) against a plain per-agent loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from byzmtl import graph as graphs
+from byzmtl.attacks import ATTACKS
+from byzmtl.engine import RoundOutput, SimState, Simulation
+from byzmtl.rules import RULES
+from byzmtl.tasks.neural import (
+    SGD,
+    Adam,
+    AgentData,
+    LayerwiseForward,
+    NeuralCase,
+    Schedule,
+    VmapForward,
+    activation_size,
+    batched_forward,
+)
+from tests.neural_reference import Attack, reference_run
+
+RULE_NAMES = ["loss", "distance", "average", "none"]
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
+class Case(NeuralCase):
+    """A learning case built directly from a model and data (no settings)."""
+
+    @classmethod
+    def from_settings(cls, settings: object, seed: int, dtype: torch.dtype, device: str) -> Case:
+        raise NotImplementedError
+
+
+class TwoLayer(nn.Module):
+    """Not a Sequential: evaluated through torch.func.vmap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden, self.out = nn.Linear(6, 5), nn.Linear(5, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(torch.tanh(self.hidden(x)))
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(2, 3, 2, stride=1),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(3 * 2 * 2, 3),
+    )
+
+
+def agents_data(shape: tuple[int, ...], n_train: list[int], seed: int = 0) -> list[AgentData]:
+    """Per agent: inputs around a class-dependent mean, so that learning makes progress."""
+    draw = np.random.default_rng(seed)
+    means = draw.normal(size=(3, *shape))
+    data = []
+    for k, n in enumerate(n_train):
+        y_train, y_test = draw.integers(0, 3, n), draw.integers(0, 3, 5 + k)
+        data.append(
+            AgentData(
+                means[y_train] + draw.normal(size=(n, *shape)),
+                y_train,
+                means[y_test] + draw.normal(size=(5 + k, *shape)),
+                y_test,
+            )
+        )
+    return data
+
+
+def neighbourhoods(graph: graphs.Graph) -> dict[int, list[int]]:
+    return {k: graph.senders[graph.receivers == k].tolist() for k in range(graph.n_agents)}
+
+
+def simulate(
+    case: NeuralCase, graph: graphs.Graph, attack: Attack | None, rounds: int
+) -> tuple[Tensor, list[dict[str, Tensor]]]:
+    rules = [
+        RULES.create(name, {"nu": 0.1, "r0": 1.0} if name in ("loss", "distance") else {})
+        for name in RULE_NAMES
+    ]
+    byzantine = sorted(attack.byzantine) if attack else []
+    scaled = (
+        ATTACKS.create("scaled", {"scale": attack.scale, "trains": attack.trains})
+        if attack
+        else None
+    )
+    simulation = Simulation(case, graph, rules, scaled, byzantine, 0, case.keys, torch.float64)
+    records: list[dict[str, Tensor]] = []
+
+    def record(_: object, output: RoundOutput) -> None:
+        if output.metrics is not None:
+            records.append(output.metrics)
+
+    state = simulation.run(rounds=rounds, on_round=record)
+    return state.models, records
+
+
+@pytest.mark.parametrize(
+    ("model", "shape", "optimiser", "expected_forward"),
+    [
+        (mlp, (6,), "sgd", LayerwiseForward),
+        (TwoLayer, (6,), "adam", VmapForward),
+        (cnn, (1, 6, 6), "adam", LayerwiseForward),
+    ],
+    ids=["mlp-layerwise-sgd", "mlp-vmap-adam", "cnn-layerwise-adam"],
+)
+def test_vectorised_rounds_match_a_per_agent_loop(
+    model, shape, optimiser, expected_forward
+) -> None:
+    n_train = [12, 13, 9, 15, 11]  # batches [3, 4, 3, 5, 4]: sizes 3, 4 and 5 in one round
+    data = agents_data(shape, n_train)
+    torch.manual_seed(0)
+    case = Case(
+        model(),
+        data,
+        seed=0,
+        optimiser=SGD(0.5) if optimiser == "sgd" else Adam(0.05),
+        epochs=2,
+        batch_size=[3, 4, 3, 5, 4],
+        step_probability=[0.5, 1.0, 0.7, 1.0, 0.4],
+        dtype=torch.float64,
+        activation_budget=64,  # tiny: every batched call is split into several
+    )
+    assert isinstance(case.forward, expected_forward)
+    assert case.rounds_per_epoch == 3
+    # a directed graph with neighbourhoods of different sizes
+    graph = graphs.from_edges(
+        5, np.array([0, 0, 1, 2, 2, 2, 3, 4]), np.array([1, 4, 2, 0, 1, 3, 1, 3])
+    )
+    attack = Attack({1}, scale=0.1, trains=optimiser == "sgd")
+    models, records = simulate(case, graph, attack, case.n_rounds)
+    assert len(records) == 2  # one record per epoch
+    lr = 0.5 if optimiser == "sgd" else 0.05
+    for r, rule in enumerate(RULE_NAMES):
+        expected, history = reference_run(
+            case, data, neighbourhoods(graph), rule, optimiser, lr, case.n_rounds, attack
+        )
+        normal = [0, 2, 3, 4]
+        got = models[r, normal]
+        assert torch.allclose(got, torch.stack([expected[k] for k in normal]), atol=1e-5, rtol=0)
+        for epoch, metrics in enumerate(history):
+            for name, values in metrics.items():
+                assert np.allclose(
+                    records[epoch][name][r, normal], np.array(values)[normal], atol=1e-5
+                )
+    assert not torch.equal(models[0], models[3])  # the rules did not all do the same thing
+
+
+@pytest.mark.parametrize("model", [mlp, cnn, TwoLayer])
+def test_batched_forward_plans_agree_with_the_module(model) -> None:
+    torch.manual_seed(1)
+    module = model().double()
+    shape = (1, 6, 6) if model is cnn else (6,)
+    size = sum(p.numel() for p in module.parameters())
+    params = torch.randn(4, size, dtype=torch.float64)
+    x = torch.randn(3, 7, *shape, dtype=torch.float64)
+    index = torch.tensor([2, 0, 2, 1])
+    expected = []
+    for g in range(4):
+        torch.nn.utils.vector_to_parameters(params[g], module.parameters())
+        expected.append(module(x[index[g]]))
+    for plan in (batched_forward(module, shape), VmapForward(module)):
+        assert torch.allclose(plan(params, x, index), torch.stack(expected), atol=1e-12)
+
+
+def test_unsupported_layers_fall_back_to_vmap() -> None:
+    batch_norm = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    assert isinstance(batched_forward(batch_norm, (4,)), VmapForward)
+    ends_in_images = nn.Sequential(nn.Conv2d(1, 2, 3))
+    assert isinstance(batched_forward(ends_in_images, (1, 5, 5)), VmapForward)
+    assert isinstance(batched_forward(nn.Linear(3, 2), (3,)), LayerwiseForward)
+    assert activation_size(cnn(), (1, 6, 6)) == 2 * 6 * 6
+
+
+def test_schedule_shuffles_each_epoch_and_serves_every_example_once() -> None:
+    n_train, sizes = np.array([10, 7, 12]), np.array([3, 2, 4])
+    schedule = Schedule(5, np.arange(3, dtype=np.uint64), n_train, sizes)
+    assert schedule.rounds_per_epoch == 3  # min(ceil(10/3), ceil(7/2), ceil(12/4))
+    offsets = [0, 10, 17]
+    epochs = []
+    for epoch in range(2):
+        seen: list[list[int]] = [[], [], []]
+        for t in range(3):
+            batch_sizes, rows = schedule.rows(epoch * 3 + t)
+            assert batch_sizes.tolist() == [3, 2, 4]
+            parts = np.split(rows, np.cumsum(batch_sizes)[:-1])
+            for k in range(3):
+                seen[k] += (parts[k] - offsets[k]).tolist()
+        for k in range(3):
+            assert len(set(seen[k])) == len(seen[k]) and set(seen[k]) <= set(range(n_train[k]))
+        assert sorted(seen[2]) == list(range(12))  # the agent with the fewest batches sees all
+        epochs.append(seen)
+    assert epochs[0] != epochs[1]  # reshuffled
+    again = Schedule(5, np.arange(3, dtype=np.uint64), n_train, sizes)
+    assert np.array_equal(again.rows(4)[1], schedule.rows(4)[1])
+
+
+def test_last_batch_of_an_epoch_is_partial() -> None:
+    schedule = Schedule(0, np.arange(2, dtype=np.uint64), np.array([5, 9]), np.array([2, 3]))
+    assert schedule.rounds_per_epoch == 3
+    assert schedule.rows(2)[0].tolist() == [1, 3]
+
+
+def test_less_data_agents_learn_at_their_rate_and_are_still_scored() -> None:
+    data = agents_data((6,), [40, 40, 40])
+    case = Case(
+        mlp(),
+        data,
+        seed=3,
+        optimiser=SGD(0.1),
+        epochs=100,
+        batch_size=4,
+        step_probability=[0.25, 1.0, 0.5],
+    )
+    learned = np.zeros(3)
+    for i in range(400):
+        batch = case.batch(i)
+        learned[batch.learners.numpy()] += 1
+        assert sum(len(g.agents) for g in batch.groups) == 3  # everyone has a batch
+    assert learned[1] == 400
+    assert abs(learned[0] / 400 - 0.25) < 0.06 and abs(learned[2] / 400 - 0.5) < 0.07
+
+
+def test_flip_labels_flips_the_flagged_agents_only() -> None:
+    case = Case(
+        mlp(), agents_data((6,), [8, 8, 8]), seed=0, optimiser=SGD(0.1), epochs=1, batch_size=4
+    )
+    batch = case.batch(0)
+    before = batch.groups[0].y.clone()
+    flipped = case.flip_labels(batch, torch.tensor([False, True, False]))
+    assert torch.equal(batch.groups[0].y, before)  # the input batch is left alone
+    assert torch.equal(flipped.groups[0].y[1], 2 - before[1])
+    assert torch.equal(flipped.groups[0].y[[0, 2]], before[[0, 2]])
+
+
+def test_initial_models_are_per_agent_and_reproducible() -> None:
+    data = agents_data((6,), [8, 8, 8])
+    first = Case(mlp(), data, seed=4, optimiser=SGD(0.1), epochs=1, batch_size=4)
+    second = Case(mlp(), data, seed=4, optimiser=SGD(0.1), epochs=1, batch_size=4)
+    models = first.init_models(2)
+    assert models.shape == (2, 3, 6 * 5 + 5 + 5 * 3 + 3)
+    assert torch.equal(models, second.init_models(2))
+    assert torch.equal(models[0], models[1]) and not torch.equal(models[0, 0], models[0, 1])
+
+
+def test_a_checkpointed_run_resumes_bit_for_bit() -> None:
+    def simulation() -> Simulation:
+        case = Case(
+            mlp(), agents_data((6,), [12, 12, 12]), seed=2, optimiser=Adam(0.05), epochs=2,
+            batch_size=[3, 4, 3], step_probability=[0.5, 1.0, 1.0],
+        )  # fmt: skip
+        rules = [RULES.create("loss", {"nu": 0.1, "r0": 1.0})]
+        return Simulation(case, graphs.complete(3), rules, None, [], 2, case.keys, torch.float32)
+
+    straight = simulation().run()
+    first = simulation()
+    halfway = first.run(rounds=5)
+    saved = {key: torch.clone(value) for key, value in halfway.task_state.items()}
+    resumed = simulation().run(
+        SimState(halfway.iteration, halfway.models.clone(), halfway.rule_states, saved)
+    )
+    assert torch.equal(resumed.models, straight.models)
+    assert torch.equal(resumed.task_state["m"], straight.task_state["m"])
