@@ -17,9 +17,9 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Run a test module with one torch thread: its small tensors gain nothing from more, and on
+    """Run the tests with one torch thread: their small tensors gain nothing from more, and on
     a busy machine spinning threads make them many times slower."""
     import torch
 

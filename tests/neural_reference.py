@@ -78,11 +78,13 @@ def reference_run(
                 F.cross_entropy(nets[k](x[k]), y[k]).backward()
                 optimisers[k].step()
         psi = [parameters_to_vector(net.parameters()).detach().clone() for net in nets]
+        if attack is not None and not attack.trains:  # attackers that do not train keep w_b
+            psi = [previous[k] if k in byzantine else psi[k] for k in range(n)]
         new = []
         for k in range(n):
             if k in byzantine:
                 assert attack is not None
-                new.append(psi[k] if attack.trains else previous[k])
+                new.append(psi[k])
                 continue
             messages = {}
             for l in neighbours[k]:

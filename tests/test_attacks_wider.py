@@ -21,8 +21,6 @@ from byzmtl.rules import RULES
 from byzmtl.rules.base import Neighbourhoods
 from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 F64 = torch.float64
 
 

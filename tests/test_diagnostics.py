@@ -9,8 +9,6 @@ import pytest
 from byzmtl.experiment import run
 from byzmtl.recording import DIAGNOSTICS, Diagnostics
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 SMALL = {
     "case": "target-localization",
     "attackers": 8,

@@ -19,8 +19,6 @@ MODULES = [
     "byzmtl.attacks.adaptive",
 ]
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name: str) -> None:

@@ -209,14 +209,21 @@ def test_checkpoint_resumes_bit_for_bit(tmp_path) -> None:
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("attack", ["constant", "nan"])
-def test_sharded_combine_changes_no_result(attack: str) -> None:
+@pytest.mark.parametrize(
+    ("attack", "names"),
+    [("constant", PAPER_RULES), ("nan", PAPER_RULES), ("alie", None), ("nan", None)],
+)
+def test_sharded_combine_changes_no_result(attack: str, names: list[str] | None) -> None:
+    """Shards are an implementation detail: every rule, the robust aggregators included (names
+    None: every registered rule whose assumptions this graph meets), gives the same bits."""
     settings_ = TargetLocalizationSettings(agents=60, iterations=40)
     task = TargetLocalization.from_settings(settings_, seed=2)
     graph = graphs.geometric(task.positions, 1.0, 10, seed=2, keys=task.keys)
+    if names is None:
+        names = [n for n in RULES.names() if n not in ("krum", "multi-krum")]  # need degree > 4
 
     def run(shard_edges: int):
-        rules = [RULES.create(r) for r in PAPER_RULES]
+        rules = [RULES.create(r) for r in names]
         sim = Simulation(
             task,
             graph,
@@ -232,10 +239,31 @@ def test_sharded_combine_changes_no_result(attack: str) -> None:
         return sim, final, outputs
 
     whole, final, outputs = run(1 << 18)
-    sharded, final_sharded, outputs_sharded = run(4 * 50)
+    sharded, final_sharded, outputs_sharded = run(len(names) * 50)
     assert len(whole.shards) == 1 and len(sharded.shards) > 5
     assert torch.equal(final.models, final_sharded.models)
     for a, b in zip(final.rule_states, final_sharded.rule_states, strict=True):
         assert all(torch.equal(a[k], b[k]) for k in a)
     for a, b in zip(outputs[-1].weights, outputs_sharded[-1].weights, strict=True):
-        assert torch.equal(a, b)
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_attackers_that_do_not_train_keep_and_send_their_initial_model() -> None:
+    from byzmtl.attacks.base import AttackInputs
+
+    seen = []
+
+    class Spy(ATTACKS.get("scaled")):  # type: ignore[misc]
+        def messages(self, x: AttackInputs) -> torch.Tensor:
+            seen.append(x.psi[:, x.senders].clone())
+            return super().messages(x)
+
+    task = TargetLocalization.from_settings(TargetLocalizationSettings(agents=30, iterations=20), 1)
+    graph = graphs.geometric(task.positions, 1.0, 10, seed=1, keys=task.keys)
+    sim = Simulation(task, graph, [RULES.create("loss")], Spy(trains=False), [3, 8], 1, task.keys)
+    start = sim.init_state().models
+    final = sim.run()
+    torch.testing.assert_close(final.models[:, [3, 8]], start[:, [3, 8]], rtol=0, atol=0)
+    attacked_senders = sim.edges.senders[sim.attack_edges]
+    for psi_senders in seen:
+        torch.testing.assert_close(psi_senders, start[:, attacked_senders], rtol=0, atol=0)

@@ -16,8 +16,6 @@ from byzmtl.experiment import run
 from byzmtl.rules import RULES, RuleInputs
 from byzmtl.rules.base import Neighbourhoods
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 PAPER = {"case": "target-localization", "attackers": 20, "seed": 0}
 
 

@@ -13,8 +13,6 @@ from byzmtl import matrix
 from byzmtl.cli import main
 from byzmtl.experiment import run
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 TINY = ["--agents", "20", "--iterations", "25", "--graph", "complete", "--no-progress"]
 ARGS = ["target-localization", "--rules", "loss,median", "--attacks", "constant,null-space",
         "--attackers", "4", "--seeds", "0,1", *TINY]  # fmt: skip

@@ -19,8 +19,6 @@ from byzmtl.rules import RULES, RuleAssumptionError, RuleInputs
 from byzmtl.rules.base import Neighbourhoods
 from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 ROBUST = [
     "median",
     "trimmed-mean",

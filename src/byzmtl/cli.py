@@ -90,6 +90,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads (default: torch's, one per core; on a machine shared "
+        "with other jobs use 1)",
+    )
+    parser.add_argument(
         "--plugin",
         action="append",
         default=[],
@@ -137,6 +144,12 @@ def load_plugins(paths: Sequence[Path]) -> None:
 def load_config(args: argparse.Namespace, case: str | None) -> dict[str, Any]:
     """The raw configuration: the file (if any), then flags, then ``--set``."""
     load_plugins(args.plugin)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CommandError(f"threads: must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     data = read_toml(args.config) if args.config is not None else {}
     data = merge(data, _overrides(args))
     if case is not None:

@@ -233,6 +233,11 @@ class Simulation:
         self._all_finite = torch.ones(
             (self.replicas, graph.n_edges), dtype=torch.bool, device=self.device
         )
+        self._finite_rows = {  # per shard size: one all-true (E_s,) mask per replica
+            shard.n_edges: self._all_finite[:, : shard.n_edges].unbind(0) for shard in self.shards
+        }
+        self._by_weight = [isinstance(rule, WeightRule) for rule in self.rules]
+        self._weight_rows = [r for r, weighted in enumerate(self._by_weight) if weighted]
 
     @property
     def replicas(self) -> int:
@@ -255,6 +260,10 @@ class Simulation:
         if self.attack is not None and self.byzantine_ids.numel():
             training = self.attack.training_batch(self.task, batch, self.byzantine)
         psi, task_state = self.task.adapt(previous, training, state.task_state, i)
+        if self.byzantine_ids.numel() and self.attack is not None and not self.attack.trains:
+            # Byzantine agents that do not train keep their model: psi_b = w_b
+            frozen = previous.index_select(1, self.byzantine_ids)
+            psi = psi.index_copy(1, self.byzantine_ids, frozen)
         sent = self._attack(i, previous, psi, batch) if self.attack_edges.numel() else None
         if len(self.shards) == 1:
             new, weights, rule_states = self._shard_step(
@@ -264,9 +273,8 @@ class Simulation:
             new, weights, rule_states = self._sharded_step(
                 i, previous, psi, sent, batch, state.rule_states
             )
-        if self.byzantine_ids.numel():
-            own = psi if self.attack is None or self.attack.trains else previous
-            new.index_copy_(1, self.byzantine_ids, own.index_select(1, self.byzantine_ids))
+        if self.byzantine_ids.numel():  # Byzantine agents do not combine: w_b = psi_b
+            new.index_copy_(1, self.byzantine_ids, psi.index_select(1, self.byzantine_ids))
         metrics = self.task.metrics(new, batch, i)
         return SimState(i + 1, new, rule_states, task_state), RoundOutput(metrics, weights)
 
@@ -320,10 +328,14 @@ class Simulation:
         finite: Tensor | None = None
         if sent is not None and shard.attacked.numel():
             values, sent_finite = sent
-            messages.index_copy_(1, shard.attacked, values.index_select(1, shard.attacked_rows))
+            if len(self.shards) > 1:
+                values = values.index_select(1, shard.attacked_rows)
+                if sent_finite is not None:
+                    sent_finite = sent_finite.index_select(1, shard.attacked_rows)
+            messages.index_copy_(1, shard.attacked, values)
             if sent_finite is not None:
                 finite = self._all_finite[:, : shard.n_edges].clone()
-                finite[:, shard.attacked] = sent_finite.index_select(1, shard.attacked_rows)
+                finite[:, shard.attacked] = sent_finite
         losses: Tensor | None = None
         if self.scored:
             raw = self.task.edge_losses(messages[self._scored_rows], shard.receivers, batch)
@@ -331,14 +343,10 @@ class Simulation:
             if finite is not None:
                 losses = losses.masked_fill(~finite[self._scored_rows], torch.inf)
         outputs, rule_states = [], []
-        oks = (self._all_finite[:, : shard.n_edges] if finite is None else finite).unbind(0)
-        rows = zip(
-            messages.unbind(0),
-            oks,
-            previous[:, shard.agents].unbind(0),
-            psi[:, shard.agents].unbind(0),
-            strict=True,
-        )
+        oks = self._finite_rows[shard.n_edges] if finite is None else finite.unbind(0)
+        if len(self.shards) > 1:
+            previous, psi = previous[:, shard.agents], psi[:, shard.agents]
+        rows = zip(messages.unbind(0), oks, previous.unbind(0), psi.unbind(0), strict=True)
         for r, (rule, (received, ok, before, own)) in enumerate(zip(self.rules, rows, strict=True)):
             row = self._score_row.get(r)
             inputs = RuleInputs(
@@ -351,7 +359,7 @@ class Simulation:
                 losses=None if losses is None or row is None else losses[row],
                 iteration=i,
             )
-            if isinstance(rule, WeightRule):
+            if self._by_weight[r]:
                 output, rule_state = rule.affinities(inputs, states[r])
             else:
                 output, rule_state = rule.step(inputs, states[r])
@@ -379,14 +387,14 @@ class Simulation:
     ) -> tuple[Tensor, list[Tensor | None]]:
         """New models of every replica, and every rule's edge weights (where defined). The
         affinities of all weight rules are normalised and combined in one batched operation."""
-        by_weight = [r for r in range(self.replicas) if isinstance(self.rules[r], WeightRule)]
+        by_weight = self._weight_rows
+        if len(by_weight) == self.replicas:
+            stacked = edges.normalise(torch.stack(outputs))  # type: ignore[arg-type]
+            return edges.combine(stacked, messages), list(stacked.unbind(0))
         weights: list[Tensor | None] = [
             None if r in by_weight else outputs[r].weights  # type: ignore[union-attr]
             for r in range(self.replicas)
         ]
-        if len(by_weight) == self.replicas:
-            stacked = edges.normalise(torch.stack(outputs))  # type: ignore[arg-type]
-            return edges.combine(stacked, messages), list(stacked.unbind(0))
         models = [None if r in by_weight else outputs[r].models for r in range(self.replicas)]
         if by_weight:
             stacked = edges.normalise(torch.stack([outputs[r] for r in by_weight]))
@@ -406,8 +414,7 @@ class Simulation:
         def loss_of(candidates: Tensor) -> Tensor:
             return self.task.edge_losses(candidates, context.receivers, batch)
 
-        honest = psi.index_select(1, self.edges.senders)
-        inputs = AttackInputs(context, i, psi, previous, honest, loss_of)
+        inputs = AttackInputs(context, i, psi, previous, loss_of)
         sent = self.attack.messages(inputs).to(psi.dtype)
         if math.isfinite(float(sent.sum())):  # then no entry is NaN or infinite
             return sent, None

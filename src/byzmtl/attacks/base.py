@@ -68,8 +68,16 @@ class AttackInputs:
     iteration: int
     psi: Tensor  # (R, N, d): every agent's model after its local step (one row per replica)
     previous: Tensor  # (R, N, d): every agent's model before the round
-    honest: Tensor  # (R, E, d): the message each edge would carry from an honest sender
     loss_of: Callable[[Tensor], Tensor]  # (R, B, d) candidates -> (R, B) loss on receiver batches
+    _honest: Tensor | None = None
+
+    @property
+    def honest(self) -> Tensor:
+        """(R, E, d): the message each edge would carry from an honest sender, psi_l (built on
+        first use: most attacks never need it)."""
+        if self._honest is None:
+            self._honest = self.psi.index_select(1, self.context.edges.senders)
+        return self._honest
 
     @property
     def receivers(self) -> Tensor:
@@ -144,7 +152,6 @@ def one_round(
         iteration,
         psi[None],
         before[None],
-        psi.index_select(0, edges.senders)[None],
         no_data if loss_of is None else loss_of,
     )
     return attack.messages(inputs)[0]

@@ -48,5 +48,6 @@ class LossBased(WeightRule):
         assert x.losses is not None, "the engine supplies losses to rules that need them"
         r = accumulate(state["r"], x.losses, self.nu)
         kept = r <= r.index_select(0, x.edges.receiver_self_edge)
-        inverse = r.clamp_min(torch.finfo(r.dtype).tiny).reciprocal_().mul_(kept)
-        return inverse.add_(x.edges.self_floor(r.dtype)), {"r": r}
+        inverse = r.clamp_min(torch.finfo(r.dtype).tiny).reciprocal_()
+        inverse = torch.where(kept, inverse, 0.0).add_(x.edges.self_floor(r.dtype))
+        return inverse, {"r": r}

@@ -237,6 +237,6 @@ class TargetLocalization(CaseStudy):
     def metrics(
         self, models: Tensor, batch: LocalizationBatch, iteration: int
     ) -> dict[str, Tensor]:
-        loss = (batch.b - row_dot(models, batch.u)).square()
+        loss = row_dot(models, batch.u).sub_(batch.b).square_()
         msd = squared_norm(models - self._goal)
         return {"loss": loss, "msd": msd}
