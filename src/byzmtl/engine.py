@@ -229,7 +229,7 @@ class Simulation:
         self._score_row = {r: row for row, r in enumerate(self.scored)}
         self.shards = make_shards(self.edges, self.attack_edges, max(1, shard_edges // len(rules)))
         self.largest_shard = max(shard.n_edges for shard in self.shards)
-        self._messages: Tensor | None = None
+        self._message_views: dict[int, Tensor] = {}
         self._all_finite = torch.ones(
             (self.replicas, graph.n_edges), dtype=torch.bool, device=self.device
         )
@@ -237,6 +237,12 @@ class Simulation:
             shard.n_edges: self._all_finite[:, : shard.n_edges].unbind(0) for shard in self.shards
         }
         self._by_weight = [isinstance(rule, WeightRule) for rule in self.rules]
+        empty = torch.empty(0, device=self.device)
+        self._inputs = {
+            (id(shard), r): RuleInputs(shard.edges, empty, empty, True, empty, empty, None, 0)
+            for shard in self.shards
+            for r in range(self.replicas)
+        }
         self._weight_rows = [r for r, weighted in enumerate(self._by_weight) if weighted]
 
     @property
@@ -349,16 +355,10 @@ class Simulation:
         rows = zip(messages.unbind(0), oks, previous.unbind(0), psi.unbind(0), strict=True)
         for r, (rule, (received, ok, before, own)) in enumerate(zip(self.rules, rows, strict=True)):
             row = self._score_row.get(r)
-            inputs = RuleInputs(
-                edges=shard.edges,
-                messages=received,
-                finite=ok,
-                all_finite=finite is None,
-                previous=before,
-                psi=own,
-                losses=None if losses is None or row is None else losses[row],
-                iteration=i,
-            )
+            inputs = self._inputs[id(shard), r]  # reused: rules must not keep them past a round
+            inputs.messages, inputs.finite, inputs.all_finite = received, ok, finite is None
+            inputs.previous, inputs.psi, inputs.iteration = before, own, i
+            inputs.losses = None if losses is None or row is None else losses[row]
             if self._by_weight[r]:
                 output, rule_state = rule.affinities(inputs, states[r])
             else:
@@ -371,15 +371,17 @@ class Simulation:
     def _gather_messages(self, psi: Tensor, shard: Shard) -> Tensor:
         """m_lk = psi_l for every edge of the shard, written into a buffer reused every round
         (large fresh tensors cost page faults); messages are valid during their round only."""
-        shape = (psi.shape[0], shard.n_edges, psi.shape[2])
-        size = psi.shape[0] * self.largest_shard * psi.shape[2]
-        if (
-            self._messages is None
-            or self._messages.numel() != size
-            or (self._messages.dtype != psi.dtype)
-        ):
-            self._messages = psi.new_empty(size)
-        out = self._messages[: shape[0] * shape[1] * shape[2]].view(shape)
+        out = self._message_views.get(id(shard))
+        if out is None or out.shape[2] != psi.shape[2] or out.dtype != psi.dtype:
+            size = psi.shape[0] * self.largest_shard * psi.shape[2]
+            buffer = psi.new_empty(size)
+            self._message_views = {
+                id(s): buffer[: psi.shape[0] * s.n_edges * psi.shape[2]].view(
+                    psi.shape[0], s.n_edges, psi.shape[2]
+                )
+                for s in self.shards
+            }
+            out = self._message_views[id(shard)]
         return torch.index_select(psi, 1, shard.edges.senders, out=out)
 
     def _combine(

@@ -30,9 +30,19 @@ def squared_norm(a: Tensor) -> Tensor:
 def segment_sums(offsets: Tensor, columns: Tensor, weights: Tensor, rows: Tensor) -> Tensor:
     """out[s] = sum over e in offsets[s]:offsets[s+1] of weights[e] * rows[columns[e]]: a sparse
     CSR matrix (segments x rows) times a dense matrix, one call for all segments."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        matrix = torch.sparse_csr_tensor(
-            offsets, columns, weights, (len(offsets) - 1, rows.shape[0]), check_invariants=False
-        )
+    matrix = torch.sparse_csr_tensor(
+        offsets, columns, weights, (len(offsets) - 1, rows.shape[0]), check_invariants=False
+    )
     return matrix @ rows
+
+
+def _quiet_sparse_warning() -> None:
+    """torch warns once per process that sparse CSR support is in beta: take that warning here,
+    silenced, rather than paying for a warnings filter on every round."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        index = torch.zeros(2, dtype=torch.long)
+        segment_sums(index, index[:0], torch.zeros(0), torch.zeros(1, 1))
+
+
+_quiet_sparse_warning()

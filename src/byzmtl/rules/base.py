@@ -122,10 +122,10 @@ class Neighbourhoods:
 
     def normalise(self, affinities: Tensor) -> Tensor:
         """c_lk = a_lk / sum over m in N_k of a_mk, for (E,) or (R, E) affinities."""
-        rows = affinities.reshape(-1, self.n_edges)
-        index = self._replicated_receivers(rows.shape[0])
-        flat = rows.reshape(-1)
-        totals = flat.new_zeros(rows.shape[0] * self.n_agents).index_add_(0, index, flat)
+        flat = affinities.reshape(-1)
+        replicas = flat.numel() // self.n_edges
+        index = self._replicated_receivers(replicas)
+        totals = flat.new_zeros(replicas * self.n_agents).index_add_(0, index, flat)
         per_edge = totals.index_select(0, index)
         return torch.div(flat, per_edge, out=per_edge).view(affinities.shape)
 

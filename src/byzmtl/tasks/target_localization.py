@@ -19,8 +19,7 @@ paper's metric) and ``msd`` = ||w_k - w0_k||^2 (the squared distance to the true
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -63,8 +62,7 @@ class TargetLocalizationSettings(Settings):
         return value
 
 
-@dataclass(frozen=True, eq=False)
-class LocalizationBatch:
+class LocalizationBatch(NamedTuple):
     """Every agent's sample of one iteration (or of several, stacked in a leading dimension)."""
 
     u: Tensor  # (N, 2) regressors
@@ -120,7 +118,7 @@ class TargetLocalization(CaseStudy):
             for a in (positions, offset, self.direction, regressor_noise, observation_noise)
         )
         self._positions = self._tensor(positions)
-        self._chunk: tuple[int, LocalizationBatch] | None = None
+        self._chunk: tuple[int, list[LocalizationBatch]] = (0, [])
 
     @classmethod
     def from_settings(
@@ -207,12 +205,13 @@ class TargetLocalization(CaseStudy):
 
     def batch(self, iteration: int) -> LocalizationBatch:
         """Every agent's sample at ``iteration`` (generated in chunks of iterations)."""
-        if self._chunk is None or not 0 <= iteration - self._chunk[0] < len(self._chunk[1].b):
-            count = min(self.n_rounds - iteration, max(1, _CHUNK_VALUES // self.n_agents))
-            self._chunk = (iteration, self._samples(iteration, max(count, 1)))
         first, chunk = self._chunk
-        k = iteration - first
-        return LocalizationBatch(chunk.u[k], chunk.b[k], chunk.q[k])
+        if not 0 <= iteration - first < len(chunk):
+            count = min(self.n_rounds - iteration, max(1, _CHUNK_VALUES // self.n_agents))
+            stacked = self._samples(iteration, max(count, 1))
+            chunk = list(map(LocalizationBatch, stacked.u, stacked.b, stacked.q))
+            first, self._chunk = iteration, (iteration, chunk)
+        return chunk[iteration - first]
 
     def adapt(
         self, models: Tensor, batch: LocalizationBatch, state: dict[str, Tensor], iteration: int
