@@ -115,14 +115,14 @@ def network_figure(
     ax.add_collection(LineCollection(segments, colors="0.6", linewidths=0.4, alpha=0.5))
     bad = np.zeros(n, dtype=bool)
     bad[byzantine] = True
-    cmap = plt.get_cmap("tab10")
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]  # red: Byzantine
     for g in np.unique(groups):
         members = shown[(groups[shown] == g) & ~bad[shown]]
         label = group_names[g] if g < len(group_names) else f"group {g}"
         ax.scatter(
             *positions[members].T,
             s=22,
-            color=cmap(int(g) % 10),
+            color=palette[int(g) % len(palette)],
             label=label,
             zorder=3,
             edgecolors="k",

@@ -9,7 +9,7 @@ take consecutive slices of the synthetic set the same way. As in the authors' co
 are scaled to [0, 1] and synthetic ones to [-1, 1]. (This matters: with [0, 1] inputs the
 synthetic agents' first steps barely lower their loss, and under attack the loss-based rule then
 accepts the attackers' near-zero model, whose uniform predictions score log 10, better than an
-untrained model; the synthetic agents collapse with it. See benchmarks/RESULTS-neural.md.)
+untrained model; the synthetic agents collapse with it. See benchmarks/RESULTS.md.)
 
 Every agent learns the paper's CNN (:func:`paper_cnn`) with Adam (learning rate 1e-3), batches
 of 64 (MNIST) and 128 (synthetic), for 100 epochs (an epoch is 16 rounds, the synthetic agents'
