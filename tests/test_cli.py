@@ -178,3 +178,13 @@ def test_list_json(capsys) -> None:
     assert {"loss", "distance", "average", "none"} <= set(info["rules"])
     assert {"constant", "scaled", "noise", "nan", "inf"} <= set(info["attacks"])
     assert info["rules"]["loss"] == {"nu": 0.1, "r0": 10.0}
+
+
+def test_bench_scaling_point_and_bad_choice(capsys) -> None:
+    assert main(["bench", "--only", "scaling", "--agents", "1e3", "--rounds", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (point,) = report["scaling"]
+    assert point["agents"] == 1000 and point["edges"] > 1000
+    assert point["seconds_per_round"] > 0 and point["peak_memory_gb"] > 0
+    assert main(["bench", "--only", "bogus"]) == 2
+    assert "only" in capsys.readouterr().err

@@ -28,28 +28,24 @@ from typing import Any
 PAPER = {"case": "target-localization", "attackers": 20, "seed": 0}
 
 
+def timed_process(*arguments: str) -> tuple[float, dict[str, Any]]:
+    """Wall seconds of a whole ``byzmtl run target-localization ARGUMENTS`` process (Python
+    start, imports, run, figures, results folder), and its summary.json."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "run"
+        command = [sys.executable, "-m", "byzmtl", "run", "target-localization", *arguments]
+        started = time.perf_counter()
+        subprocess.run([*command, "--out", str(out), "--no-progress", "--quiet"], check=True)
+        wall = time.perf_counter() - started
+        return wall, json.loads((out / "summary.json").read_text())
+
+
 def paper(repeats: int = 5) -> dict[str, Any]:
     """Compute seconds of the paper experiment (best of ``repeats``) and one whole process."""
     from byzmtl.experiment import run
 
     compute = [run(PAPER).summary["compute_seconds"] for _ in range(repeats)]
-    with tempfile.TemporaryDirectory() as folder:
-        command = [
-            sys.executable,
-            "-m",
-            "byzmtl",
-            "run",
-            "target-localization",
-            "--attackers",
-            "20",
-            "--out",
-            str(Path(folder) / "run"),
-            "--no-progress",
-            "--quiet",
-        ]
-        started = time.perf_counter()
-        subprocess.run(command, check=True)
-        process = time.perf_counter() - started
+    process, _ = timed_process("--attackers", "20")
     return {
         "compute_seconds": min(compute),
         "compute_seconds_all": compute,
@@ -102,27 +98,7 @@ def scaling(sizes: Sequence[int], rounds: int) -> list[dict[str, Any]]:
 
 def full(agents: int) -> dict[str, Any]:
     """The whole ``byzmtl run`` with the loss rule at ``agents`` agents, every round."""
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "run"
-        command = [
-            sys.executable,
-            "-m",
-            "byzmtl",
-            "run",
-            "target-localization",
-            "--rules",
-            "loss",
-            "--agents",
-            str(agents),
-            "--out",
-            str(out),
-            "--no-progress",
-            "--quiet",
-        ]
-        started = time.perf_counter()
-        subprocess.run(command, check=True)
-        wall = time.perf_counter() - started
-        summary = json.loads((out / "summary.json").read_text())
+    wall, summary = timed_process("--rules", "loss", "--agents", str(agents))
     return {
         "agents": agents,
         "rounds": summary["records"],
