@@ -18,6 +18,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 from matplotlib.collections import LineCollection
+from matplotlib.ticker import MaxNLocator
 
 from byzmtl.graph import Graph
 
@@ -67,6 +68,7 @@ def metrics_figure(
             if metric in log_metrics:
                 ax.set_yscale("log")
             ax.set_xlabel(time_name)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(metric if group == "all" else f"{metric} ({group})")
             ax.grid(True, which="major", alpha=0.3)
     _finish(fig, axes[0][0], path, title)
