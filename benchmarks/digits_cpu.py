@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from common import load_average, save
 
 import byzmtl
 from byzmtl.experiment import prepare
@@ -41,10 +41,6 @@ from byzmtl.tasks.neural import LayerwiseForward, VmapForward
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 RULES = ["loss", "distance", "average", "none"]
-
-
-def load() -> float:
-    return os.getloadavg()[0]
 
 
 def config(mnist: str, rules: list[str], epochs: int, attackers: int = 0) -> dict[str, Any]:
@@ -116,7 +112,7 @@ def speed(mnist: str, epochs: int) -> list[dict[str, Any]]:
         rounds = range(1, 1 + epochs * case.rounds_per_epoch)
         scored = sum(rule == "loss" for rule in rules)
         work = workload(case, len(rules), scored, experiment.graph.n_edges, rounds)
-        before = load()
+        before = load_average()
         started = time.perf_counter()
         simulation.run(state, rounds=len(rounds))
         seconds = (time.perf_counter() - started) / epochs
@@ -130,7 +126,7 @@ def speed(mnist: str, epochs: int) -> list[dict[str, Any]]:
             "images": work,
             "plain_rates": rates,
             "load_before": before,
-            "load_after": load(),
+            "load_after": load_average(),
         }
         print(json.dumps(row))
         rows.append(row)
@@ -164,7 +160,7 @@ def batching() -> dict[str, Any]:
             for s in range(0, 768, 160)
         ],
     }
-    out: dict[str, Any] = {"load_before": load()}
+    out: dict[str, Any] = {"load_before": load_average()}
     with torch.no_grad():
         for name, plan in plans.items():
             plan()
@@ -175,7 +171,7 @@ def batching() -> dict[str, Any]:
                 times.append(time.perf_counter() - started)
             out[name] = min(times)
             print(f"{name:35s} {min(times):6.2f} s")
-    out["load_after"] = load()
+    out["load_after"] = load_average()
     return out
 
 
@@ -224,10 +220,7 @@ def main() -> None:
         result = batching()
     else:
         result = accuracy(args.mnist, args.epochs or 10)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"mode": args.mode, "threads": args.threads, "result": result}
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+    save(args.out, args.mode, args.threads, result)
 
 
 if __name__ == "__main__":

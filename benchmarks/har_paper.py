@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from common import load_average, save
 
 import byzmtl
 from byzmtl.datasets import load_har
@@ -33,10 +33,6 @@ from byzmtl.experiment import prepare
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "har" / "UCI HAR Dataset"
 RULES = ["loss", "distance", "average", "none"]
-
-
-def load_average() -> float:
-    return os.getloadavg()[0]
 
 
 def config(data: str, rules: list[str], epochs: int, **extra: Any) -> dict[str, Any]:
@@ -123,10 +119,7 @@ def main() -> None:
         result = speed(args.data, args.epochs)
     else:
         result = accuracy(args.data, args.seeds, args.nu)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"mode": args.mode, "threads": args.threads, "result": result}
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+    save(args.out, args.mode, args.threads, result)
 
 
 if __name__ == "__main__":
