@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 
 from byzmtl import graph as graphs
 from byzmtl.attacks import ATTACKS
-from byzmtl.engine import Simulation
+from byzmtl.engine import ShardMessages, Simulation, make_shards
+from byzmtl.ops import all_squared_distances
 from byzmtl.rules import RULES
+from byzmtl.rules.base import Neighbourhoods
 from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
 from tests.oracle import run_oracle
 
@@ -267,3 +269,66 @@ def test_attackers_that_do_not_train_keep_and_send_their_initial_model() -> None
     attacked_senders = sim.edges.senders[sim.attack_edges]
     for psi_senders in seen:
         torch.testing.assert_close(psi_senders, start[:, attacked_senders], rtol=0, atol=0)
+
+
+def test_lazy_messages_are_the_gathered_messages() -> None:
+    """m_lk = psi_l except on attacked edges, built only on first use; squared distances on a
+    dense shard come from all pairs (float32: one float64 product) without building them."""
+    graph = graphs.complete(6)
+    edges = Neighbourhoods.from_graph(graph)
+    attack_edges = torch.nonzero(torch.isin(edges.senders, torch.tensor([1, 4]))).flatten()
+    (shard,) = make_shards(edges, attack_edges, 1 << 20)
+    generator = torch.Generator().manual_seed(0)
+    psi = torch.randn(2, 6, 50, generator=generator)
+    values = torch.randn(2, len(attack_edges), 50, generator=generator)
+    targets = psi[1] + 1e-3 * torch.randn(6, 50, generator=generator)  # close: cancellation
+    expected = psi[:, edges.senders].clone()
+    expected[:, attack_edges] = values
+    buffer = torch.empty(2, edges.n_edges, 50)
+    messages = ShardMessages(psi, shard, values, buffer, dense=True)
+    exact = (expected[1].double() - targets.double()[edges.receivers]).square().sum(1)
+    distances = messages.squared_distances(1, targets)
+    assert distances.dtype == torch.float32
+    assert torch.allclose(distances.double(), exact, rtol=1e-5, atol=0)
+    assert torch.equal(messages.replica(0).tensor(), expected[0])
+    assert messages.tensor().data_ptr() == buffer.data_ptr()  # gathered into the buffer
+    assert torch.allclose(messages.squared_distances(1, targets).double(), exact, rtol=1e-5)
+
+
+def test_all_squared_distances_match_exact_differences() -> None:
+    generator = torch.Generator().manual_seed(1)
+    a = 100.0 + torch.randn(7, 300, generator=generator)  # large norms, close rows
+    b = torch.cat([a[:3] + 1e-2 * torch.randn(3, 300, generator=generator), a[3:]])
+    exact = (a.double()[:, None] - b.double()[None]).square().sum(-1)
+    got = all_squared_distances(a, b)
+    assert got.dtype == torch.float32 and bool((got >= 0).all())
+    norms = a.double().square().sum(1)[:, None] + b.double().square().sum(1)[None]
+    error = (got.double() - exact).abs()
+    assert bool((error <= 1e-6 * exact + 1e-14 * norms).all())  # float32 output; cancellation
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_dense_and_sparse_combines_agree_with_the_messages(dense: bool) -> None:
+    """The engine combines from [psi; attack messages] with a dense weight matrix or a sparse
+    product; both equal sum_l c_lk m_lk over the gathered messages."""
+    n = 8
+    if dense:  # 8 x (8 agents + 8 attacked edges) entries <= 2 x 64 edges
+        graph, byzantine = graphs.complete(n), [2]
+    else:
+        graph, byzantine = graphs.from_edges(n, np.arange(n), (np.arange(n) + 3) % n), [2, 5]
+    case = TargetLocalization.from_settings(
+        TargetLocalizationSettings(agents=n, iterations=3), seed=0, dtype=torch.float64
+    )
+    rules = [RULES.create(name, {}) for name in ("distance", "average")]
+    simulation = Simulation(case, graph, rules, ATTACKS.create("scaled", {}), byzantine, 0)
+    state = simulation.init_state()
+    after, output = simulation.step(state)
+    (layout,) = simulation._layouts.values()
+    assert (layout[0] is None) == dense  # no CSR offsets: the dense product
+    batch = case.batch(0)
+    psi, _ = case.adapt(state.models, batch, state.task_state, 0)
+    messages = psi[:, simulation.edges.senders].clone()
+    messages[:, simulation.attack_edges] = simulation._attack(0, state.models, psi, batch)[0]
+    expected = simulation.edges.combine(torch.stack(output.weights), messages)
+    normal = [k for k in range(n) if k not in byzantine]
+    assert torch.allclose(after.models[:, normal], expected[:, normal], rtol=1e-12, atol=1e-12)

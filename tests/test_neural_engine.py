@@ -111,17 +111,34 @@ def simulate(
     return state.models, records
 
 
+def logistic() -> nn.Module:
+    return nn.Linear(6, 3)
+
+
+GRAPHS = {
+    # neighbourhoods of different sizes; dense enough (25 pairs <= 2 x 13 edges) that losses
+    # and distances are computed for all pairs at once
+    "dense": graphs.from_edges(
+        5, np.array([0, 0, 1, 2, 2, 2, 3, 4]), np.array([1, 4, 2, 0, 1, 3, 1, 3])
+    ),
+    # a directed ring: sparse (25 pairs > 2 x 10 edges), so scored and combined edge by edge
+    "ring": graphs.from_edges(5, np.arange(5), (np.arange(5) + 1) % 5),
+}
+
+
+@pytest.mark.parametrize("graph_name", list(GRAPHS))
 @pytest.mark.parametrize(
     ("model", "shape", "optimiser", "expected_forward"),
     [
         (mlp, (6,), "sgd", LayerwiseForward),
+        (logistic, (6,), "sgd", LayerwiseForward),
         (TwoLayer, (6,), "adam", VmapForward),
         (cnn, (1, 6, 6), "adam", LayerwiseForward),
     ],
-    ids=["mlp-layerwise-sgd", "mlp-vmap-adam", "cnn-layerwise-adam"],
+    ids=["mlp-layerwise-sgd", "logistic-closed-form-sgd", "mlp-vmap-adam", "cnn-layerwise-adam"],
 )
 def test_vectorised_rounds_match_a_per_agent_loop(
-    model, shape, optimiser, expected_forward
+    model, shape, optimiser, expected_forward, graph_name
 ) -> None:
     n_train = [12, 13, 9, 15, 11]  # batches [3, 4, 3, 5, 4]: sizes 3, 4 and 5 in one round
     data = agents_data(shape, n_train)
@@ -139,10 +156,7 @@ def test_vectorised_rounds_match_a_per_agent_loop(
     )
     assert isinstance(case.forward, expected_forward)
     assert case.rounds_per_epoch == 3
-    # a directed graph with neighbourhoods of different sizes
-    graph = graphs.from_edges(
-        5, np.array([0, 0, 1, 2, 2, 2, 3, 4]), np.array([1, 4, 2, 0, 1, 3, 1, 3])
-    )
+    graph = GRAPHS[graph_name]
     attack = Attack({1}, scale=0.1, trains=optimiser == "sgd")
     models, records = simulate(case, graph, attack, case.n_rounds)
     assert len(records) == 2  # one record per epoch
@@ -179,6 +193,55 @@ def test_batched_forward_plans_agree_with_the_module(model) -> None:
         assert torch.allclose(plan(params, x, index), torch.stack(expected), atol=1e-12)
 
 
+@pytest.mark.parametrize("model", [mlp, logistic])
+def test_all_pairs_losses_are_the_per_edge_losses(model) -> None:
+    """sender_losses (every model on every agent's batch in one product) against edge_losses on
+    the explicit list of all pairs, including rounds with batches of different sizes."""
+    case = Case(
+        model(),
+        agents_data((6,), [12, 13, 9, 15, 11]),
+        seed=0,
+        optimiser=SGD(0.1),
+        epochs=1,
+        batch_size=[3, 4, 3, 5, 4],
+        activation_budget=64,
+    )
+    models = case.init_models(2) + 0.1 * torch.randn(2, 5, case.n_parameters)
+    receivers = torch.arange(5).repeat_interleave(5)
+    senders = torch.arange(5).repeat(5)
+    for iteration in range(case.rounds_per_epoch):
+        batch = case.batch(iteration)
+        pairs = case.sender_losses(models, batch)
+        assert pairs is not None
+        expected = case.edge_losses(models[:, senders], receivers, batch).view(2, 5, 5)
+        assert torch.allclose(pairs, expected, rtol=1e-5, atol=1e-6)
+    assert (
+        Case(
+            cnn(),
+            agents_data((1, 6, 6), [8] * 3),
+            seed=0,
+            optimiser=SGD(0.1),
+            epochs=1,
+            batch_size=2,
+        ).sender_losses(torch.zeros(1, 3, 1), None)
+        is None
+    )
+
+
+def test_closed_form_logistic_gradients_are_autograd_gradients() -> None:
+    torch.manual_seed(0)
+    plan = batched_forward(logistic().double(), (6,))
+    assert isinstance(plan, LayerwiseForward) and plan.logistic
+    params = torch.randn(4, 6 * 3 + 3, dtype=torch.float64)
+    x, y = torch.randn(3, 7, 6, dtype=torch.float64), torch.randint(0, 3, (3, 7))
+    index = torch.tensor([2, 0, 2, 1])
+    leaf = params.clone().requires_grad_()
+    logits = plan(leaf, x, index)
+    loss = nn.functional.cross_entropy(logits.flatten(0, 1), y[index].flatten(), reduction="sum")
+    (expected,) = torch.autograd.grad(loss / 7, leaf)
+    assert torch.allclose(plan.logistic_gradients(params, x, y, index), expected, atol=1e-12)
+
+
 def test_unsupported_layers_fall_back_to_vmap() -> None:
     batch_norm = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     assert isinstance(batched_forward(batch_norm, (4,)), VmapForward)
@@ -199,9 +262,8 @@ def test_schedule_shuffles_each_epoch_and_serves_every_example_once() -> None:
         for t in range(3):
             batch_sizes, rows = schedule.rows(epoch * 3 + t)
             assert batch_sizes.tolist() == [3, 2, 4]
-            parts = np.split(rows, np.cumsum(batch_sizes)[:-1])
             for k in range(3):
-                seen[k] += (parts[k] - offsets[k]).tolist()
+                seen[k] += (rows[k, : batch_sizes[k]] - offsets[k]).tolist()
         for k in range(3):
             assert len(set(seen[k])) == len(seen[k]) and set(seen[k]) <= set(range(n_train[k]))
         assert sorted(seen[2]) == list(range(12))  # the agent with the fewest batches sees all

@@ -8,11 +8,14 @@ Every round, for every agent k of every replica (one replica per rule, all fed t
     w_k     = rule(m_.k, s_.k, state)                              (weigh and combine)
     metrics = task.metrics(w)                                      (record)
 
-Models of all agents live in one tensor of shape (replicas, agents, parameters); messages in one
-tensor (replicas, edges, parameters). There is no Python loop over agents or edges: the cost of a
-round is proportional to the number of edges times the model size. Byzantine agents' own models
-follow their local step only (or stay at their initial value when the attack does not train);
-only what they send matters.
+Models of all agents live in one tensor of shape (replicas, agents, parameters). There is no
+Python loop over agents or edges. Messages are never copied edge by edge unless a rule or the
+scoring reads them one by one: since m_lk = psi_l except on the Byzantine senders' edges, a rule
+that weighs edges combines straight from psi and the attack's messages (one sparse product), and
+on dense graphs the loss of every model on every agent's batch (the task's ``sender_losses``) and
+the squared distances between models are computed for all pairs at once. Byzantine agents' own
+models follow their local step only (or stay at their initial value when the attack does not
+train); only what they send matters.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +35,7 @@ from torch import Tensor
 from byzmtl import rng
 from byzmtl.attacks.base import Attack, AttackContext, AttackInputs
 from byzmtl.graph import Graph
+from byzmtl.ops import all_squared_distances, segment_sums, squared_norm
 from byzmtl.rules.base import (
     Combination,
     Neighbourhoods,
@@ -68,6 +73,11 @@ class Task(Protocol):
 
     def metrics(self, models: Tensor, batch: Any, iteration: int) -> dict[str, Tensor] | None:
         """Per-agent metrics (name -> (R, N)) to record after this round, or None."""
+
+    # Optional hook, used on dense graphs (|E| >= N^2 / 2) when a task has it:
+    #     def sender_losses(self, models: Tensor, batch) -> Tensor | None
+    # the (R, N, N) losses l_k(w_l) of every agent l's model (models (R, N, d)) on every agent
+    # k's batch, at [r, k, l]; None when the task has no faster way than edge by edge.
 
 
 @dataclass
@@ -115,11 +125,17 @@ class Shard:
     receivers: Tensor  # (E_s,) global receiver of each edge (for the task's batches)
     attacked: Tensor  # positions, within the shard, of edges whose sender is Byzantine
     attacked_rows: Tensor  # their rows in the round's tensor of attack messages
+    sources: Tensor  # (E_s,) row of each edge's message in [psi; attack messages]
     totals: tuple[int, int]  # (edges, agents) of the whole graph
 
     @property
     def n_edges(self) -> int:
         return self.edges.n_edges
+
+    @cached_property
+    def pairs(self) -> Tensor:
+        """(E_s,) position receiver * N + sender of each edge in an (N, N) matrix of pairs."""
+        return self.receivers * self.totals[1] + self.edges.senders
 
     def slice_of(self, state: Tensor) -> slice:
         """The part of a rule's state tensor that belongs to this shard: per-edge tensors are
@@ -132,6 +148,8 @@ def make_shards(edges: Neighbourhoods, attack_edges: Tensor, max_edges: int) -> 
     with more edges than that gets a shard of its own)."""
     totals = (edges.n_edges, edges.n_agents)
     rows = torch.arange(attack_edges.numel(), device=attack_edges.device)
+    sources = edges.senders.clone()
+    sources[attack_edges] = edges.n_agents + rows
     offsets = np.concatenate([[0], np.cumsum(edges.degrees.cpu().numpy())])
     if offsets[-1] <= max_edges:
         return [
@@ -142,6 +160,7 @@ def make_shards(edges: Neighbourhoods, attack_edges: Tensor, max_edges: int) -> 
                 edges.receivers,
                 attack_edges,
                 rows,
+                sources,
                 totals,
             )
         ]
@@ -166,11 +185,91 @@ def make_shards(edges: Neighbourhoods, attack_edges: Tensor, max_edges: int) -> 
                 edges.receivers[lo:hi],
                 attack_edges[inside] - lo,
                 rows[inside],
+                sources[lo:hi],
                 totals,
             )
         )
         first = last
     return shards
+
+
+@dataclass(frozen=True, eq=False)
+class _Round:
+    """What the combine stage of one round works from."""
+
+    iteration: int
+    previous: Tensor  # (R, N, d) w(i-1)
+    psi: Tensor  # (R, N, d) after the local step (Byzantine agents' as they are)
+    sent: tuple[Tensor, Tensor | None] | None  # attack messages (R, B, d) and finite mask
+    batch: Any
+    pair_losses: Tensor | None  # (R_scored, N, N) losses of every model on every batch
+
+    @cached_property
+    def sources(self) -> Tensor:
+        """(R, N + B, d): [psi; attack messages], the rows every message is one of."""
+        return self.psi if self.sent is None else torch.cat([self.psi, self.sent[0]], 1)
+
+
+class ShardMessages:
+    """The messages received on one shard's edges in one round, for every replica, built only
+    when a rule needs them: m_lk = psi_l, except on attacked edges, where it is the attack's.
+
+    On a dense shard (receivers x all agents <= 2 edges) of a model in single precision, the
+    squared distances to per-receiver targets come from all pairs at once
+    (:func:`byzmtl.ops.all_squared_distances`) without building the messages."""
+
+    def __init__(
+        self,
+        psi: Tensor,
+        shard: Shard,
+        attack_values: Tensor | None,
+        buffer: Tensor,
+        dense: bool,
+    ) -> None:
+        self.psi, self.shard, self.attack_values = psi, shard, attack_values
+        self.buffer, self.dense = buffer, dense
+        self._gathered: Tensor | None = None
+
+    def tensor(self) -> Tensor:
+        """(R, E_s, d), gathered on first use into the engine's buffer (valid this round)."""
+        if self._gathered is None:
+            senders = self.shard.edges.senders
+            gathered = torch.index_select(self.psi, 1, senders, out=self.buffer)
+            if self.attack_values is not None:
+                gathered.index_copy_(1, self.shard.attacked, self.attack_values)
+            self._gathered = gathered
+        return self._gathered
+
+    def replica(self, r: int) -> _ReplicaMessages:
+        return _ReplicaMessages(self, r)
+
+    def squared_distances(self, r: int, targets: Tensor) -> Tensor:
+        """(E_s,) ||m_lk - targets_k||^2 in replica r, ``targets`` (N_s, d)."""
+        edges = self.shard.edges
+        if self._gathered is not None or not self.dense or targets.dtype == torch.float64:
+            return squared_norm(self.tensor()[r] - targets.index_select(0, edges.receivers))
+        pairs = all_squared_distances(targets, self.psi[r])
+        first = self.shard.agents.start * self.shard.totals[1]
+        out = pairs.flatten().index_select(0, self.shard.pairs - first)
+        if self.attack_values is not None:
+            attacked = self.shard.attacked
+            own = targets.index_select(0, edges.receivers.index_select(0, attacked))
+            out.index_copy_(0, attacked, squared_norm(self.attack_values[r] - own))
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class _ReplicaMessages:
+    """One replica's row of a :class:`ShardMessages` (what ``RuleInputs.received`` holds)."""
+
+    messages: ShardMessages
+    r: int
+
+    def tensor(self) -> Tensor:
+        return self.messages.tensor()[self.r]
+
+    def squared_distances(self, targets: Tensor) -> Tensor:
+        return self.messages.squared_distances(self.r, targets)
 
 
 class Simulation:
@@ -230,6 +329,9 @@ class Simulation:
         self.shards = make_shards(self.edges, self.attack_edges, max(1, shard_edges // len(rules)))
         self.largest_shard = max(shard.n_edges for shard in self.shards)
         self._message_views: dict[int, Tensor] = {}
+        self._layouts: dict[tuple[int, int], tuple[Tensor | None, Tensor]] = {}
+        self.dense = graph.n_agents**2 <= 2 * graph.n_edges
+        self._sender_losses = getattr(task, "sender_losses", None)
         self._all_finite = torch.ones(
             (self.replicas, graph.n_edges), dtype=torch.bool, device=self.device
         )
@@ -271,31 +373,25 @@ class Simulation:
             frozen = previous.index_select(1, self.byzantine_ids)
             psi = psi.index_copy(1, self.byzantine_ids, frozen)
         sent = self._attack(i, previous, psi, batch) if self.attack_edges.numel() else None
+        pair_losses = None
+        if self.scored and self.dense and self._sender_losses is not None:
+            pair_losses = self._sender_losses(psi[self._scored_rows], batch)
+        round_ = _Round(i, previous, psi, sent, batch, pair_losses)
         if len(self.shards) == 1:
-            new, weights, rule_states = self._shard_step(
-                self.shards[0], i, previous, psi, sent, batch, state.rule_states
-            )
+            new, weights, rule_states = self._shard_step(self.shards[0], round_, state.rule_states)
         else:
-            new, weights, rule_states = self._sharded_step(
-                i, previous, psi, sent, batch, state.rule_states
-            )
+            new, weights, rule_states = self._sharded_step(round_, state.rule_states)
         if self.byzantine_ids.numel():  # Byzantine agents do not combine: w_b = psi_b
             new.index_copy_(1, self.byzantine_ids, psi.index_select(1, self.byzantine_ids))
         metrics = self.task.metrics(new, batch, i)
         return SimState(i + 1, new, rule_states, task_state), RoundOutput(metrics, weights)
 
     def _sharded_step(
-        self,
-        i: int,
-        previous: Tensor,
-        psi: Tensor,
-        sent: tuple[Tensor, Tensor | None] | None,
-        batch: Any,
-        states: list[RuleState],
+        self, round_: _Round, states: list[RuleState]
     ) -> tuple[Tensor, list[Tensor | None], list[RuleState]]:
         """The combine stage shard by shard, each shard's temporaries small enough to stay in
         cache; outputs are written into round-wide tensors."""
-        new = torch.empty_like(previous)
+        new = torch.empty_like(round_.previous)
         weights: list[Tensor | None] = [None] * self.replicas
         new_states: list[RuleState] = [{} for _ in self.rules]
         for shard in self.shards:
@@ -303,9 +399,7 @@ class Simulation:
                 {key: value[shard.slice_of(value)] for key, value in rule_state.items()}
                 for rule_state in states
             ]
-            models, shard_weights, shard_states = self._shard_step(
-                shard, i, previous, psi, sent, batch, local
-            )
+            models, shard_weights, shard_states = self._shard_step(shard, round_, local)
             new[:, shard.agents] = models
             for r in range(self.replicas):
                 if shard_weights[r] is not None:
@@ -320,44 +414,39 @@ class Simulation:
         return new, weights, new_states
 
     def _shard_step(
-        self,
-        shard: Shard,
-        i: int,
-        previous: Tensor,
-        psi: Tensor,
-        sent: tuple[Tensor, Tensor | None] | None,
-        batch: Any,
-        states: list[RuleState],
+        self, shard: Shard, round_: _Round, states: list[RuleState]
     ) -> tuple[Tensor, list[Tensor | None], list[RuleState]]:
-        """Send, score, weigh and combine for the receivers of one shard."""
-        messages = self._gather_messages(psi, shard)
+        """Score, weigh and combine for the receivers of one shard."""
+        attack_values: Tensor | None = None
         finite: Tensor | None = None
-        if sent is not None and shard.attacked.numel():
-            values, sent_finite = sent
+        if round_.sent is not None and shard.attacked.numel():
+            attack_values, sent_finite = round_.sent
             if len(self.shards) > 1:
-                values = values.index_select(1, shard.attacked_rows)
+                attack_values = attack_values.index_select(1, shard.attacked_rows)
                 if sent_finite is not None:
                     sent_finite = sent_finite.index_select(1, shard.attacked_rows)
-            messages.index_copy_(1, shard.attacked, values)
             if sent_finite is not None:
                 finite = self._all_finite[:, : shard.n_edges].clone()
                 finite[:, shard.attacked] = sent_finite
-        losses: Tensor | None = None
-        if self.scored:
-            raw = self.task.edge_losses(messages[self._scored_rows], shard.receivers, batch)
-            losses = raw.nan_to_num_(nan=torch.inf, posinf=torch.inf)
-            if finite is not None:
-                losses = losses.masked_fill(~finite[self._scored_rows], torch.inf)
+        dense = shard.edges.n_agents * self.edges.n_agents <= 2 * shard.n_edges
+        received = ShardMessages(
+            round_.psi, shard, attack_values, self._message_buffer(round_.psi, shard), dense
+        )
+        losses = self._losses(shard, round_, received, attack_values)
+        if losses is not None and finite is not None:
+            losses = losses.masked_fill(~finite[self._scored_rows], torch.inf)
         outputs, rule_states = [], []
         oks = self._finite_rows[shard.n_edges] if finite is None else finite.unbind(0)
+        previous, psi = round_.previous, round_.psi
         if len(self.shards) > 1:
             previous, psi = previous[:, shard.agents], psi[:, shard.agents]
-        rows = zip(messages.unbind(0), oks, previous.unbind(0), psi.unbind(0), strict=True)
-        for r, (rule, (received, ok, before, own)) in enumerate(zip(self.rules, rows, strict=True)):
+        rows = zip(oks, previous.unbind(0), psi.unbind(0), strict=True)
+        for r, (rule, (ok, before, own)) in enumerate(zip(self.rules, rows, strict=True)):
             row = self._score_row.get(r)
             inputs = self._inputs[id(shard), r]  # reused: rules must not keep them past a round
-            inputs.messages, inputs.finite, inputs.all_finite = received, ok, finite is None
-            inputs.previous, inputs.psi, inputs.iteration = before, own, i
+            inputs.received, inputs.finite = received.replica(r), ok
+            inputs.all_finite = finite is None
+            inputs.previous, inputs.psi, inputs.iteration = before, own, round_.iteration
             inputs.losses = None if losses is None or row is None else losses[row]
             if self._by_weight[r]:
                 output, rule_state = rule.affinities(inputs, states[r])
@@ -365,12 +454,34 @@ class Simulation:
                 output, rule_state = rule.step(inputs, states[r])
             outputs.append(output)
             rule_states.append(rule_state)
-        models, weights = self._combine(shard.edges, outputs, messages)
+        models, weights = self._combine(shard, outputs, round_)
         return models, weights, rule_states
 
-    def _gather_messages(self, psi: Tensor, shard: Shard) -> Tensor:
-        """m_lk = psi_l for every edge of the shard, written into a buffer reused every round
-        (large fresh tensors cost page faults); messages are valid during their round only."""
+    def _losses(
+        self, shard: Shard, round_: _Round, received: ShardMessages, attack_values: Tensor | None
+    ) -> Tensor | None:
+        """(R_scored, E_s) loss of every message on its receiver's batch, +inf where not finite:
+        from the round's all-pairs losses where the task gave them (the attacked edges scored
+        one by one), else edge by edge on the gathered messages."""
+        if not self.scored:
+            return None
+        if round_.pair_losses is None:
+            messages = received.tensor()[self._scored_rows]
+            raw = self.task.edge_losses(messages, shard.receivers, round_.batch)
+        else:
+            raw = round_.pair_losses.flatten(1).index_select(1, shard.pairs)
+            if attack_values is not None:
+                attacked = self.task.edge_losses(
+                    attack_values[self._scored_rows],
+                    shard.receivers.index_select(0, shard.attacked),
+                    round_.batch,
+                )
+                raw.index_copy_(1, shard.attacked, attacked)
+        return raw.nan_to_num_(nan=torch.inf, posinf=torch.inf)
+
+    def _message_buffer(self, psi: Tensor, shard: Shard) -> Tensor:
+        """The (R, E_s, d) buffer the shard's messages are gathered into when a rule needs them,
+        shared by all shards and reused every round (large fresh tensors cost page faults)."""
         out = self._message_views.get(id(shard))
         if out is None or out.shape[2] != psi.shape[2] or out.dtype != psi.dtype:
             size = psi.shape[0] * self.largest_shard * psi.shape[2]
@@ -382,28 +493,59 @@ class Simulation:
                 for s in self.shards
             }
             out = self._message_views[id(shard)]
-        return torch.index_select(psi, 1, shard.edges.senders, out=out)
+        return out
 
     def _combine(
-        self, edges: Neighbourhoods, outputs: list[Tensor | Combination], messages: Tensor
+        self, shard: Shard, outputs: list[Tensor | Combination], round_: _Round
     ) -> tuple[Tensor, list[Tensor | None]]:
         """New models of every replica, and every rule's edge weights (where defined). The
-        affinities of all weight rules are normalised and combined in one batched operation."""
+        affinities of all weight rules are normalised and combined in one sparse product whose
+        columns are the rows of [psi; attack messages]: w_k = sum over l in N_k of c_lk m_lk."""
         by_weight = self._weight_rows
-        if len(by_weight) == self.replicas:
-            stacked = edges.normalise(torch.stack(outputs))  # type: ignore[arg-type]
-            return edges.combine(stacked, messages), list(stacked.unbind(0))
         weights: list[Tensor | None] = [
             None if r in by_weight else outputs[r].weights  # type: ignore[union-attr]
             for r in range(self.replicas)
         ]
         models = [None if r in by_weight else outputs[r].models for r in range(self.replicas)]
         if by_weight:
+            edges = shard.edges
             stacked = edges.normalise(torch.stack([outputs[r] for r in by_weight]))
-            combined = edges.combine(stacked, messages[by_weight])
+            combined = self._weighted_sums(shard, stacked, round_.sources)
+            if len(by_weight) == self.replicas:
+                return combined, list(stacked.unbind(0))
             for row, r in enumerate(by_weight):
                 models[r], weights[r] = combined[row], stacked[row]
         return torch.stack(models), weights  # type: ignore[arg-type]
+
+    def _weighted_sums(self, shard: Shard, weights: Tensor, sources: Tensor) -> Tensor:
+        """(W, N_s, d): w_k = sum over edges (k, l) of c_lk * m_lk for the W weight rules, where
+        edge e of a rule in replica r reads row ``shard.sources[e]`` of ``sources[r]``
+        ((R, N + B, d): psi, then the attack messages). A dense (N_s, N + B) weight matrix per
+        rule and one batched matrix product when most of its entries are edges, else one sparse
+        CSR product."""
+        rules, n_sources = len(self._weight_rows), sources.shape[1]
+        key = (id(shard), n_sources)
+        rows = torch.as_tensor(self._weight_rows, device=self.device)
+        if key not in self._layouts:
+            if shard.edges.n_agents * n_sources <= 2 * shard.n_edges:  # dense: entry per edge
+                entries = shard.edges.receivers * n_sources + shard.sources
+                size = shard.edges.n_agents * n_sources
+                shift = torch.arange(rules, device=self.device)[:, None] * size
+                self._layouts[key] = (None, (entries[None, :] + shift).reshape(-1))
+            else:
+                counts = shard.edges.degrees.repeat(rules)
+                offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+                columns = shard.sources[None, :] + rows[:, None] * n_sources
+                self._layouts[key] = (offsets, columns.reshape(-1))
+        offsets, columns = self._layouts[key]
+        if offsets is None:
+            matrix = weights.new_zeros((rules, shard.edges.n_agents, n_sources))
+            matrix.view(-1).index_copy_(0, columns, weights.reshape(-1))
+            if rules < self.replicas:
+                sources = sources.index_select(0, rows)
+            return torch.bmm(matrix, sources)
+        flat = segment_sums(offsets, columns, weights.reshape(-1), sources.flatten(0, 1))
+        return flat.view(rules, shard.edges.n_agents, -1)
 
     def _attack(
         self, i: int, previous: Tensor, psi: Tensor, batch: Any

@@ -27,6 +27,23 @@ def squared_norm(a: Tensor) -> Tensor:
     return row_dot(a, a)
 
 
+def all_squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    """(M, N): ||a_i - b_j||^2 for all pairs of rows, a (M, d) and b (N, d), as
+
+        ||a_i||^2 + ||b_j||^2 - 2 a_i . b_j      (one matrix product, in float64).
+
+    For inputs in single precision the products are exact in float64; the cancellation error is
+    that of the float64 sums, at worst about d * 1e-16 * (||a_i||^2 + ||b_j||^2) and in practice
+    far less (measured: under 1e-14 of it for d = 300), well below the inputs' own rounding. The
+    result is returned in the inputs' dtype and never negative. Not meant for float64 inputs,
+    whose exact differences the engine computes instead."""
+    a64, b64 = a.double(), b.double()
+    gram = torch.mm(a64, b64.T).mul_(-2.0)
+    gram.add_(torch.linalg.vector_norm(a64, dim=1).square_()[:, None])
+    gram.add_(torch.linalg.vector_norm(b64, dim=1).square_()[None, :])
+    return gram.clamp_min_(0.0).to(a.dtype)
+
+
 def segment_sums(offsets: Tensor, columns: Tensor, weights: Tensor, rows: Tensor) -> Tensor:
     """out[s] = sum over e in offsets[s]:offsets[s+1] of weights[e] * rows[columns[e]]: a sparse
     CSR matrix (segments x rows) times a dense matrix, one call for all segments."""

@@ -11,14 +11,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from byzmtl.graph import Graph
-from byzmtl.ops import segment_sums
+from byzmtl.ops import segment_sums, squared_norm
 from byzmtl.registry import Registry
 
 RuleState = dict[str, Tensor]
@@ -135,18 +135,45 @@ class Neighbourhoods:
         return out.index_add_(0, self.receivers, values)
 
 
+class LazyMessages(Protocol):
+    """The messages of one round as the engine keeps them: built only when a rule reads them."""
+
+    def tensor(self) -> Tensor:
+        """(E, d): the message received on each edge."""
+
+    def squared_distances(self, targets: Tensor) -> Tensor:
+        """(E,): ||m_lk - targets_k||^2 for every edge (k, l), ``targets`` (N, d)."""
+
+
 @dataclass(eq=False, slots=True)
 class RuleInputs:
-    """One round as a rule sees it (one network, one replica)."""
+    """One round as a rule sees it (one network, one replica).
+
+    ``received`` is the (E, d) tensor of messages or the engine's lazy view of it: rules read
+    ``messages`` (built on first use) or ``squared_distances`` (which the engine computes without
+    building the messages where that is cheaper), so that a rule that never looks at the
+    messages, like the loss rule, costs nothing per edge and coordinate."""
 
     edges: Neighbourhoods
-    messages: Tensor  # (E, d): message received on each edge; non-finite messages are zeroed
+    received: Tensor | LazyMessages  # non-finite messages are zeroed
     finite: Tensor  # (E,) bool: the message as sent was finite (False: NaN/Inf were zeroed)
     all_finite: bool  # every message of the round is finite (``finite`` is all True)
     previous: Tensor  # (N, d): w_k(i-1), every agent's model before this round
     psi: Tensor  # (N, d): psi_k, every agent's model after its local step
     losses: Tensor | None  # (E,): l_k(message) on receiver k's batch, +inf if not finite
     iteration: int
+
+    @property
+    def messages(self) -> Tensor:
+        """(E, d): the message received on each edge (zeroed where it was not finite)."""
+        received = self.received
+        return received if isinstance(received, Tensor) else received.tensor()
+
+    def squared_distances(self, targets: Tensor) -> Tensor:
+        """(E,): ||m_lk - targets_k||^2 for every edge (k, l), ``targets`` (N, d) per receiver."""
+        if isinstance(self.received, Tensor):
+            return squared_norm(self.received - targets.index_select(0, self.edges.receivers))
+        return self.received.squared_distances(targets)
 
     @classmethod
     def sent(
@@ -161,7 +188,7 @@ class RuleInputs:
         examples and tests); ``previous`` defaults to ``psi``."""
         return cls(
             edges=edges,
-            messages=psi.index_select(0, edges.senders),
+            received=psi.index_select(0, edges.senders),
             finite=torch.ones(edges.n_edges, dtype=torch.bool, device=psi.device),
             all_finite=True,
             previous=psi if previous is None else previous,

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from byzmtl.ops import squared_norm
 from byzmtl.rules.base import (
     RULES,
     Neighbourhoods,
@@ -41,8 +40,8 @@ class Average(WeightRule):
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
         if x.all_finite:
-            return x.messages.new_ones(x.edges.n_edges), state
-        return x.finite.to(x.messages.dtype), state
+            return x.psi.new_ones(x.edges.n_edges), state
+        return x.finite.to(x.psi.dtype), state
 
 
 @RULES.register("distance")
@@ -66,8 +65,7 @@ class Distance(WeightRule):
         }
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
-        own = x.previous.index_select(0, x.edges.receivers)
-        distance = squared_norm(x.messages - own)
+        distance = x.squared_distances(x.previous)
         if not x.all_finite:
             distance = distance.masked_fill(~x.finite, torch.inf)
         g = accumulate(state["g"], distance, self.nu)

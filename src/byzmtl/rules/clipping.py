@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from byzmtl.ops import squared_norm
 from byzmtl.rules.base import RULES, RuleInputs, RuleState, WeightRule
 
 
@@ -15,8 +14,7 @@ def clip_factors(x: RuleInputs, tau: Tensor | float) -> Tensor:
     """(E,) s_lk = min(1, tau / ||m_lk - psi_k||): the factor that clips edge (k, l)'s difference
     to the receiver's own model at radius tau (per receiver when ``tau`` is (N,)); 0 for
     non-finite messages, 1 on self-loops."""
-    own = x.psi.index_select(0, x.edges.receivers)
-    distance = squared_norm(x.messages - own).sqrt()
+    distance = x.squared_distances(x.psi).sqrt()
     radius = tau if isinstance(tau, float) else tau.index_select(0, x.edges.receivers)
     factors = torch.where(distance > radius, radius / distance, 1.0)
     return factors if x.all_finite else factors.masked_fill(~x.finite, 0.0)

@@ -137,16 +137,16 @@ class Schedule:
         return self._order[1]
 
     def rows(self, iteration: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batch sizes (N,) and the rows of every agent's batch, agents in order, concatenated."""
+        """Batch sizes s (N,) and the rows (N, max s) of every agent's batch: agent k's examples
+        (global rows) are the first s_k entries of row k."""
         epoch, t = divmod(iteration, self.rounds_per_epoch)
         start = t * self.batch_sizes
         sizes = np.minimum(self.batch_sizes, self.n_train - start)
-        width = int(sizes.max())
-        position = start[:, None] + np.arange(width)[None, :]
-        taken = np.arange(width)[None, :] < sizes[:, None]
         order = self.order(epoch)
-        picked = np.take_along_axis(order, np.minimum(position, order.shape[1] - 1), axis=1)
-        return sizes, picked[taken]
+        if (start == start[0]).all() and (sizes == sizes[0]).all():  # one slice for all
+            return sizes, order[:, start[0] : start[0] + sizes[0]]
+        position = start[:, None] + np.arange(int(sizes.max()))[None, :]
+        return sizes, np.take_along_axis(order, np.minimum(position, order.shape[1] - 1), axis=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,6 +238,7 @@ class LayerwiseForward(BatchedForward):
     def __init__(self, layers: list[_Layer], image_input: bool) -> None:
         self.layers, self.image_input = layers, image_input
         self.shares_inputs = type(layers[0].module) is nn.Linear
+        self.logistic = len(layers) == 1 and self.shares_inputs  # one linear layer, nothing else
 
     @classmethod
     def build(cls, module: nn.Module, input_shape: tuple[int, ...]) -> LayerwiseForward | None:
@@ -290,8 +291,57 @@ class LayerwiseForward(BatchedForward):
             h = _linear_on_shared_inputs(params, x, layers[0], *shared)
             layers = layers[1:]
         else:
-            h = x.index_select(0, index)
-        image = self.image_input
+            h = _take(x, index)
+        return self._apply(layers, params, h, groups)
+
+    def logistic_gradients(self, params: Tensor, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        """(G, P) gradients of the mean cross-entropy of a lone linear layer z = W x + b (model g
+        on inputs ``x[index[g]]`` (B, F), labels ``y[index[g]]``), in closed form:
+
+            dl/dz_i = (softmax(z_i) - e_{y_i}) / B,
+            dl/dW = sum_i dl/dz_i x_i^T,   dl/db = sum_i dl/dz_i."""
+        assert self.logistic
+        layer = self.layers[0]
+        assert layer.weight is not None
+        inputs = _take(x, index)
+        weight = _slice(params, layer.weight)  # (G, C, F)
+        # logits class-major, (G, C, B): the softmax then reduces along contiguous rows
+        if layer.bias is None:
+            delta = torch.bmm(weight, inputs.transpose(1, 2))
+        else:
+            bias = _slice(params, layer.bias).unsqueeze(2)
+            delta = torch.baddbmm(bias, weight, inputs.transpose(1, 2))
+        delta = torch.softmax(delta, 1)
+        labels = y.index_select(0, index).unsqueeze(1)
+        delta.scatter_add_(1, labels, delta.new_full(labels.shape, -1.0)).div_(x.shape[1])
+        out = params.new_empty(params.shape)
+        _slice(out, layer.weight).copy_(torch.bmm(delta, inputs))
+        if layer.bias is not None:
+            _slice(out, layer.bias).copy_(delta.sum(2))
+        return out
+
+    def on_all_inputs(self, params: Tensor, x: Tensor) -> Tensor:
+        """Logits (G, A * B, C) of every model g on every input of ``x`` (A, B, F), for a plan
+        whose first layer is linear: that layer is one matrix product for all G models,
+        (A * B, F) x (F, G * O), so the inputs are read once whatever the number of models."""
+        assert self.shares_inputs
+        first = self.layers[0]
+        assert first.weight is not None
+        groups = params.shape[0]
+        weight = _slice(params, first.weight).flatten(0, 1)  # (G * O, F)
+        inputs = x.reshape(-1, x.shape[-1]).T
+        if first.bias is None:
+            h = weight @ inputs
+        else:
+            h = torch.addmm(_slice(params, first.bias).flatten()[:, None], weight, inputs)
+        # (G, A * B, O) as a view of the (G, O, A * B) product: reductions over the O outputs
+        # (a few classes) then run along contiguous rows, several times faster
+        h = h.unflatten(0, (groups, -1)).transpose(1, 2)
+        return self._apply(self.layers[1:], params, h, groups)
+
+    def _apply(self, layers: list[_Layer], params: Tensor, h: Tensor, groups: int) -> Tensor:
+        """Run ``layers`` of the G models on h: (B, G * C, H, W) images or (G, B, F) features."""
+        image = self.image_input and h.dim() == 4
         for layer in layers:
             module = layer.module
             if isinstance(module, nn.Conv2d):
@@ -307,6 +357,16 @@ class LayerwiseForward(BatchedForward):
                     module.dilation,
                     groups,
                 )
+            elif isinstance(module, nn.Linear) and layer is self.layers[-1]:
+                # the logits class-major, (G, C, B), returned as a (G, B, C) view: reductions
+                # over the few classes (softmax, cross-entropy) then run along contiguous rows
+                assert layer.weight is not None
+                weight = _slice(params, layer.weight)
+                if layer.bias is None:
+                    h = torch.bmm(weight, h.transpose(1, 2)).transpose(1, 2)
+                else:
+                    bias = _slice(params, layer.bias).unsqueeze(2)
+                    h = torch.baddbmm(bias, weight, h.transpose(1, 2)).transpose(1, 2)
             elif isinstance(module, nn.Linear):
                 assert layer.weight is not None
                 weight = _slice(params, layer.weight).transpose(1, 2)
@@ -325,6 +385,15 @@ class LayerwiseForward(BatchedForward):
             else:
                 h = module(h)
         return h
+
+
+def _take(x: Tensor, index: Tensor) -> Tensor:
+    """``x.index_select(0, index)``, as a view without a copy when ``index`` is a range
+    a, a + 1, ..., a + n - 1 (as when every agent evaluates its own model on its own data)."""
+    first = int(index[0])
+    if bool((index == torch.arange(first, first + len(index), device=x.device)).all()):
+        return x.narrow(0, first, len(index))
+    return x.index_select(0, index)
 
 
 def _runs(index: Tensor) -> tuple[Tensor, int] | None:
@@ -346,16 +415,19 @@ def _linear_on_shared_inputs(
     weight = _slice(params, layer.weight)  # (G, O, F)
     groups, outputs, features = weight.shape
     stacked = weight.reshape(-1, run * outputs, features).transpose(1, 2)
-    h = torch.bmm(x.index_select(0, values), stacked)  # (A, B, run * O)
+    h = torch.bmm(_take(x, values), stacked)  # (A, B, run * O)
     h = h.unflatten(2, (run, outputs)).transpose(1, 2).reshape(groups, -1, outputs)
     if layer.bias is not None:
         h = h + _slice(params, layer.bias).unsqueeze(1)
     return h
 
 
-def activation_size(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """The largest number of floats per example among the input and every submodule's output."""
-    sizes = [math.prod(input_shape)]
+def activation_size(
+    module: nn.Module, input_shape: tuple[int, ...], include_input: bool = True
+) -> int:
+    """The largest number of floats per example among the input (unless ``include_input`` is
+    False) and every submodule's output."""
+    sizes = [math.prod(input_shape) if include_input else 1]
 
     def record(_module: nn.Module, _inputs: object, output: object) -> None:
         if isinstance(output, Tensor):
@@ -404,6 +476,14 @@ class Optimiser(ABC):
         """New parameters (R, L, P) of ``agents`` (L,) from their parameters and gradients
         (R, L, P); the state of the other agents is left as it is. ``state`` is not modified."""
 
+    def apply(
+        self, models: Tensor, grads: Tensor, state: OptimiserState, agents: Tensor
+    ) -> tuple[Tensor, OptimiserState]:
+        """All agents' models (R, N, P) after the step of ``agents`` (L,) with their gradients
+        (R, L, P); the other agents' models are unchanged. ``models`` is not modified."""
+        new, state = self.step(models.index_select(1, agents), grads, state, agents)
+        return models.index_copy(1, agents, new), state
+
 
 @dataclass(frozen=True)
 class SGD(Optimiser):
@@ -418,6 +498,11 @@ class SGD(Optimiser):
         self, params: Tensor, grads: Tensor, state: OptimiserState, agents: Tensor
     ) -> tuple[Tensor, OptimiserState]:
         return params.sub(grads, alpha=self.lr), state
+
+    def apply(
+        self, models: Tensor, grads: Tensor, state: OptimiserState, agents: Tensor
+    ) -> tuple[Tensor, OptimiserState]:
+        return models.index_add(1, agents, grads, alpha=-self.lr), state
 
 
 @dataclass(frozen=True)
@@ -531,6 +616,8 @@ class NeuralCase(CaseStudy):
         if activation_budget is None:
             activation_budget = ACTIVATION_BUDGET.get(self.device.type, ACTIVATION_BUDGET["cuda"])
         self.images_per_call = max(1, activation_budget // activation_size(model, self.input_shape))
+        outputs = activation_size(model, self.input_shape, include_input=False)
+        self.outputs_per_call = max(1, activation_budget // outputs)  # inputs read once
         self.n_parameters = sum(p.numel() for p in self.model.parameters())
         with torch.no_grad():
             example = torch.as_tensor(data[0].x_train[:1], device=self.device).to(dtype)
@@ -545,6 +632,8 @@ class NeuralCase(CaseStudy):
         n_train = np.array([len(d.y_train) for d in data], dtype=np.int64)
         self.schedule = Schedule(seed, self.keys, n_train, sizes)
         self.rounds_per_epoch = self.schedule.rounds_per_epoch
+        self._learning: tuple[int, np.ndarray] | None = None
+        self._one_group = (self._long(np.zeros(n)), self._long(np.arange(n)))
         self.n_rounds = epochs * self.rounds_per_epoch
         self._x_train = self._tensor(np.concatenate([d.x_train for d in data]))
         self._y_train = self._labels(np.concatenate([d.y_train for d in data]))
@@ -597,34 +686,49 @@ class NeuralCase(CaseStudy):
         """Every agent's batch of this round, and who takes a local step (see the module
         docstring). Built outside inference mode, so that local steps can differentiate."""
         sizes, rows = self.schedule.rows(iteration)
-        draws = rng.uniform(self.seed, "less-data", self.keys, iteration)[:, 0]
-        learns = draws < self.probability
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        distinct, group_of = np.unique(sizes, return_inverse=True)
-        slot = np.zeros(self.n_agents, dtype=np.int64)
+        learns = self._learns(iteration)
+        if (sizes == sizes[0]).all():
+            size_groups = [(np.arange(self.n_agents), int(sizes[0]))]
+            group_of, slot = self._one_group
+        else:
+            distinct, inverse = np.unique(sizes, return_inverse=True)
+            size_groups = [(np.flatnonzero(inverse == g), int(n)) for g, n in enumerate(distinct)]
+            position = np.zeros(self.n_agents, dtype=np.int64)
+            for agents, _ in size_groups:
+                position[agents] = np.arange(len(agents))
+            group_of, slot = self._long(inverse), self._long(position)
         groups, learners = [], []
         with torch.inference_mode(False):
-            for g, size in enumerate(distinct):
-                agents = np.flatnonzero(group_of == g)
-                slot[agents] = np.arange(len(agents))
-                picked = torch.as_tensor(rows[starts[agents, None] + np.arange(size)])
+            for agents, size in size_groups:
+                picked = torch.as_tensor(rows[agents, :size].ravel(), device=self.device)
                 learning = np.flatnonzero(learns[agents])
                 learners.append(agents[learning])
                 groups.append(
                     SizeGroup(
                         self._long(agents),
-                        self._x_train[picked.to(self.device)],
-                        self._y_train[picked.to(self.device)],
+                        self._x_train.index_select(0, picked).unflatten(0, (len(agents), size)),
+                        self._y_train.index_select(0, picked).view(len(agents), size),
                         self._long(learning),
                     )
                 )
             return NeuralBatch(
                 tuple(groups),
-                self._long(group_of),
-                self._long(slot),
+                group_of,
+                slot,
                 self._long(np.concatenate(learners)),
                 (iteration + 1) % self.rounds_per_epoch == 0,
             )
+
+    def _learns(self, iteration: int) -> np.ndarray:
+        """(N,) bool: the agents that take their local step in this round (drawn for a whole
+        epoch at once)."""
+        epoch, t = divmod(iteration, self.rounds_per_epoch)
+        if self._learning is None or self._learning[0] != epoch:
+            first = epoch * self.rounds_per_epoch
+            rounds = np.arange(first, first + self.rounds_per_epoch)[:, None]
+            draws = rng.uniform(self.seed, "less-data", self.keys[None, :], rounds)[..., 0]
+            self._learning = (epoch, draws < self.probability)
+        return self._learning[1][t]
 
     def _long(self, values: np.ndarray) -> Tensor:
         return torch.as_tensor(np.asarray(values, dtype=np.int64), device=self.device)
@@ -637,26 +741,33 @@ class NeuralCase(CaseStudy):
             return models, state
         replicas = models.shape[0]
         with torch.inference_mode(False):
-            grads = []
+            grads = []  # per size group, learners in the order of batch.learners
             for group in batch.groups:
                 if not len(group.learning):
                     continue
                 agents = group.agents.index_select(0, group.learning)
                 params = models.index_select(1, agents).flatten(0, 1)
-                index = group.learning.repeat(replicas)
+                index = group.learning.repeat(replicas) if replicas > 1 else group.learning
                 grads.append(self._gradients(params, group, index).unflatten(0, (replicas, -1)))
-            params = models.index_select(1, batch.learners)
-            new, state = self.optimiser.step(params, torch.cat(grads, 1), state, batch.learners)
-            return models.index_copy(1, batch.learners, new), state
+            gradients = grads[0] if len(grads) == 1 else torch.cat(grads, 1)
+            return self.optimiser.apply(models, gradients, state, batch.learners)
 
-    def _chunks(self, models: int, examples: int, align: int = 1) -> list[slice]:
+    def _chunks(
+        self, models: int, examples: int, align: int = 1, per_call: int | None = None
+    ) -> list[slice]:
         """Consecutive ranges of models evaluated in one call each, within the activation
-        budget, of a multiple of ``align`` models (runs of models sharing inputs stay whole)."""
-        step = max(1, self.images_per_call // max(examples, 1) // align) * align
+        budget (``per_call`` examples x models, ``images_per_call`` by default), of a multiple
+        of ``align`` models (runs of models sharing inputs stay whole)."""
+        per_call = self.images_per_call if per_call is None else per_call
+        step = max(1, per_call // max(examples, 1) // align) * align
         return [slice(start, start + step) for start in range(0, models, step)]
 
     def _gradients(self, params: Tensor, group: SizeGroup, index: Tensor) -> Tensor:
-        """(G, P) gradients of l_k at each row of ``params``, on the batch ``group.x[index]``."""
+        """(G, P) gradients of l_k at each row of ``params``, on the batch ``group.x[index]``:
+        in closed form for a lone linear layer, else by automatic differentiation."""
+        forward = self.forward
+        if isinstance(forward, LayerwiseForward) and forward.logistic:
+            return forward.logistic_gradients(params, group.x, group.y, index)
         out = []
         for part in self._chunks(len(index), group.x.shape[1]):
             leaf = params[part].detach().requires_grad_()
@@ -700,6 +811,32 @@ class NeuralCase(CaseStudy):
                 out[:, chosen] = losses
         return out
 
+    def sender_losses(self, models: Tensor, batch: NeuralBatch) -> Tensor | None:
+        """(R, N, N): l_k(w_l) of every agent l's model on every agent k's batch, at [r, k, l],
+        when the model's first layer is linear: every batch of a size group goes through all
+        models in one matrix product (see :meth:`LayerwiseForward.on_all_inputs`). None for
+        other models, which the engine scores edge by edge."""
+        forward = self.forward
+        if not isinstance(forward, LayerwiseForward) or not forward.shares_inputs:
+            return None
+        replicas, n, size = models.shape
+        params = models.reshape(-1, size)
+        out = models.new_empty((replicas, n, n))
+        for group in batch.groups:
+            receivers, examples = group.x.shape[:2]
+            step = max(1, self.outputs_per_call // (receivers * examples))
+            losses = []
+            for start in range(0, len(params), step):
+                logits = forward.on_all_inputs(params[start : start + step], group.x)
+                labels = group.y.expand(len(logits), -1, -1)
+                ce = cross_entropy(logits.unflatten(1, (receivers, examples)), labels)
+                losses.append(ce.mean(2))  # (models, receivers)
+            per_model = torch.cat(losses).view(replicas, n, receivers).transpose(1, 2)
+            if len(batch.groups) == 1:  # every agent, in order
+                return per_model
+            out.index_copy_(1, group.agents, per_model)
+        return out
+
     def metrics(
         self, models: Tensor, batch: NeuralBatch, iteration: int
     ) -> dict[str, Tensor] | None:
@@ -717,21 +854,26 @@ class NeuralCase(CaseStudy):
         (padded per agent: inputs (N, M, ...), labels (N, M), mask (N, M))."""
         x, y, mask = examples
         replicas, n, size = models.shape
-        params = models.reshape(-1, size)
-        index = torch.arange(n, device=models.device).repeat(replicas)
-        columns = min(x.shape[1], self.images_per_call)
+        params = models.transpose(0, 1).reshape(-1, size)  # an agent's replicas share inputs
+        index = torch.arange(n, device=models.device).repeat_interleave(replicas)
+        per_call = self.images_per_call
+        if isinstance(self.forward, LayerwiseForward) and self.forward.shares_inputs:
+            per_call = self.outputs_per_call  # inputs are read in place, not copied per model
+        columns = min(x.shape[1], per_call)
         loss_sum = models.new_zeros(replicas * n)
         correct = models.new_zeros(replicas * n)
-        for rows in self._chunks(len(index), columns):
+        for rows in self._chunks(len(index), columns, replicas, per_call):
             for start in range(0, x.shape[1], columns):
                 part, which = slice(start, start + columns), index[rows]
                 logits = self.forward(params[rows], x[:, part], which)
                 labels = y[:, part].index_select(0, which)
                 valid = mask[:, part].index_select(0, which)
                 loss_sum[rows] += (cross_entropy(logits, labels) * valid).sum(1)
-                correct[rows] += ((logits.argmax(-1) == labels) & valid).sum(1)
-        count = mask.sum(1).repeat(replicas)
-        return (loss_sum / count).view(replicas, n), (correct / count).view(replicas, n)
+                predicted = logits.max(-1).indices  # argmax, several times faster on CPU
+                correct[rows] += ((predicted == labels) & valid).sum(1)
+        count = mask.sum(1).repeat_interleave(replicas)
+        loss, accuracy = (loss_sum / count).view(n, replicas), (correct / count).view(n, replicas)
+        return loss.T.contiguous(), accuracy.T.contiguous()
 
     def flip_labels(self, batch: NeuralBatch, agents: Tensor) -> NeuralBatch:
         """``batch`` with the labels of the flagged agents ((N,) bool) flipped, y -> C - 1 - y
