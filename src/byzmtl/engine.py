@@ -125,7 +125,6 @@ class Shard:
     receivers: Tensor  # (E_s,) global receiver of each edge (for the task's batches)
     attacked: Tensor  # positions, within the shard, of edges whose sender is Byzantine
     attacked_rows: Tensor  # their rows in the round's tensor of attack messages
-    sources: Tensor  # (E_s,) row of each edge's message in [psi; attack messages]
     totals: tuple[int, int]  # (edges, agents) of the whole graph
 
     @property
@@ -148,8 +147,6 @@ def make_shards(edges: Neighbourhoods, attack_edges: Tensor, max_edges: int) -> 
     with more edges than that gets a shard of its own)."""
     totals = (edges.n_edges, edges.n_agents)
     rows = torch.arange(attack_edges.numel(), device=attack_edges.device)
-    sources = edges.senders.clone()
-    sources[attack_edges] = edges.n_agents + rows
     offsets = np.concatenate([[0], np.cumsum(edges.degrees.cpu().numpy())])
     if offsets[-1] <= max_edges:
         return [
@@ -160,7 +157,6 @@ def make_shards(edges: Neighbourhoods, attack_edges: Tensor, max_edges: int) -> 
                 edges.receivers,
                 attack_edges,
                 rows,
-                sources,
                 totals,
             )
         ]
@@ -185,7 +181,6 @@ def make_shards(edges: Neighbourhoods, attack_edges: Tensor, max_edges: int) -> 
                 edges.receivers[lo:hi],
                 attack_edges[inside] - lo,
                 rows[inside],
-                sources[lo:hi],
                 totals,
             )
         )
@@ -204,10 +199,37 @@ class _Round:
     batch: Any
     pair_losses: Tensor | None  # (R_scored, N, N) losses of every model on every batch
 
-    @cached_property
-    def sources(self) -> Tensor:
-        """(R, N + B, d): [psi; attack messages], the rows every message is one of."""
-        return self.psi if self.sent is None else torch.cat([self.psi, self.sent[0]], 1)
+
+@dataclass(frozen=True, eq=False)
+class _CombineLayout:
+    """Index tensors of one shard's combine for W weight rules (see
+    ``Simulation._weighted_sums``), built once per shard."""
+
+    dense: Tensor | None  # (W * E_s,) entries of (W, N_s, N) matrices, or None: sparse
+    sparse: tuple[Tensor, Tensor] | None  # CSR offsets, columns into (W * N, d) psi rows
+    attacked: tuple[Tensor, Tensor]  # CSR offsets, columns into (W * B_s, d) attack messages
+
+    @classmethod
+    def of(cls, shard: Shard, rules: int) -> _CombineLayout:
+        edges, n_agents = shard.edges, shard.totals[1]
+        device = edges.senders.device
+        copies = torch.arange(rules, device=device)[:, None]
+        dense = sparse = None
+        if edges.n_agents * n_agents <= 2 * edges.n_edges:  # mostly edges: a dense matrix
+            size = edges.n_agents * n_agents
+            dense = (edges.receivers * n_agents + edges.senders + copies * size).reshape(-1)
+        else:
+            sparse = _csr(edges.degrees.repeat(rules), edges.senders + copies * n_agents)
+        receivers = edges.receivers.index_select(0, shard.attacked)
+        counts = torch.bincount(receivers, minlength=edges.n_agents).repeat(rules)
+        slots = torch.arange(shard.attacked.numel(), device=device)
+        attacked = _csr(counts, slots + copies * shard.attacked.numel())
+        return cls(dense, sparse, attacked)
+
+
+def _csr(counts: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
+    """CSR row offsets from per-row counts, and the flattened columns."""
+    return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]), columns.reshape(-1)
 
 
 class ShardMessages:
@@ -329,7 +351,7 @@ class Simulation:
         self.shards = make_shards(self.edges, self.attack_edges, max(1, shard_edges // len(rules)))
         self.largest_shard = max(shard.n_edges for shard in self.shards)
         self._message_views: dict[int, Tensor] = {}
-        self._layouts: dict[tuple[int, int], tuple[Tensor | None, Tensor]] = {}
+        self._layouts: dict[int, _CombineLayout] = {}
         self.dense = graph.n_agents**2 <= 2 * graph.n_edges
         self._sender_losses = getattr(task, "sender_losses", None)
         self._all_finite = torch.ones(
@@ -346,6 +368,7 @@ class Simulation:
             for r in range(self.replicas)
         }
         self._weight_rows = [r for r, weighted in enumerate(self._by_weight) if weighted]
+        self._weight_index = torch.as_tensor(self._weight_rows, device=self.device)
 
     @property
     def replicas(self) -> int:
@@ -454,7 +477,7 @@ class Simulation:
                 output, rule_state = rule.step(inputs, states[r])
             outputs.append(output)
             rule_states.append(rule_state)
-        models, weights = self._combine(shard, outputs, round_)
+        models, weights = self._combine(shard, outputs, round_.psi, attack_values)
         return models, weights, rule_states
 
     def _losses(
@@ -496,11 +519,15 @@ class Simulation:
         return out
 
     def _combine(
-        self, shard: Shard, outputs: list[Tensor | Combination], round_: _Round
+        self,
+        shard: Shard,
+        outputs: list[Tensor | Combination],
+        psi: Tensor,
+        attack_values: Tensor | None,
     ) -> tuple[Tensor, list[Tensor | None]]:
         """New models of every replica, and every rule's edge weights (where defined). The
-        affinities of all weight rules are normalised and combined in one sparse product whose
-        columns are the rows of [psi; attack messages]: w_k = sum over l in N_k of c_lk m_lk."""
+        affinities of all weight rules are normalised and combined at once (see
+        :meth:`_weighted_sums`)."""
         by_weight = self._weight_rows
         weights: list[Tensor | None] = [
             None if r in by_weight else outputs[r].weights  # type: ignore[union-attr]
@@ -508,44 +535,50 @@ class Simulation:
         ]
         models = [None if r in by_weight else outputs[r].models for r in range(self.replicas)]
         if by_weight:
-            edges = shard.edges
-            stacked = edges.normalise(torch.stack([outputs[r] for r in by_weight]))
-            combined = self._weighted_sums(shard, stacked, round_.sources)
+            stacked = shard.edges.normalise(torch.stack([outputs[r] for r in by_weight]))
+            if len(by_weight) < self.replicas:
+                psi = psi.index_select(0, self._weight_index)
+                if attack_values is not None:
+                    attack_values = attack_values.index_select(0, self._weight_index)
+            combined = self._weighted_sums(shard, stacked, psi, attack_values)
             if len(by_weight) == self.replicas:
                 return combined, list(stacked.unbind(0))
             for row, r in enumerate(by_weight):
                 models[r], weights[r] = combined[row], stacked[row]
         return torch.stack(models), weights  # type: ignore[arg-type]
 
-    def _weighted_sums(self, shard: Shard, weights: Tensor, sources: Tensor) -> Tensor:
-        """(W, N_s, d): w_k = sum over edges (k, l) of c_lk * m_lk for the W weight rules, where
-        edge e of a rule in replica r reads row ``shard.sources[e]`` of ``sources[r]``
-        ((R, N + B, d): psi, then the attack messages). A dense (N_s, N + B) weight matrix per
-        rule and one batched matrix product when most of its entries are edges, else one sparse
-        CSR product."""
-        rules, n_sources = len(self._weight_rows), sources.shape[1]
-        key = (id(shard), n_sources)
-        rows = torch.as_tensor(self._weight_rows, device=self.device)
-        if key not in self._layouts:
-            if shard.edges.n_agents * n_sources <= 2 * shard.n_edges:  # dense: entry per edge
-                entries = shard.edges.receivers * n_sources + shard.sources
-                size = shard.edges.n_agents * n_sources
-                shift = torch.arange(rules, device=self.device)[:, None] * size
-                self._layouts[key] = (None, (entries[None, :] + shift).reshape(-1))
-            else:
-                counts = shard.edges.degrees.repeat(rules)
-                offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-                columns = shard.sources[None, :] + rows[:, None] * n_sources
-                self._layouts[key] = (offsets, columns.reshape(-1))
-        offsets, columns = self._layouts[key]
-        if offsets is None:
-            matrix = weights.new_zeros((rules, shard.edges.n_agents, n_sources))
-            matrix.view(-1).index_copy_(0, columns, weights.reshape(-1))
-            if rules < self.replicas:
-                sources = sources.index_select(0, rows)
-            return torch.bmm(matrix, sources)
-        flat = segment_sums(offsets, columns, weights.reshape(-1), sources.flatten(0, 1))
-        return flat.view(rules, shard.edges.n_agents, -1)
+    def _weighted_sums(
+        self, shard: Shard, weights: Tensor, psi: Tensor, attack_values: Tensor | None
+    ) -> Tensor:
+        """(W, N_s, d): w_k = sum over edges (k, l) of c_lk m_lk for W weight rules, weights
+        (W, E_s), straight from psi (W, N, d) and the attack's messages on the shard's attacked
+        edges (W, B_s, d), never from a per-edge copy of the messages:
+
+            w_k = sum over honest l of c_lk psi_l  +  sum over attacked edges (k, b) of c_bk m_bk.
+
+        The first sum is one batched product with a dense (N_s, N) weight matrix per rule when
+        most of its entries are edges, else a sparse (CSR) product; the second a sparse one."""
+        layout = self._layouts.get(id(shard))
+        if layout is None:
+            layout = self._layouts[id(shard)] = _CombineLayout.of(shard, len(self._weight_rows))
+        n_agents, n_receivers = self.edges.n_agents, shard.edges.n_agents
+        attacked = attack_values is not None and shard.attacked.numel()
+        honest = weights.index_fill(1, shard.attacked, 0.0) if attacked else weights
+        if layout.dense is not None:
+            matrix = weights.new_zeros((weights.shape[0], n_receivers, n_agents))
+            matrix.view(-1).index_copy_(0, layout.dense, honest.reshape(-1))
+            out = torch.bmm(matrix, psi)
+        else:
+            offsets, columns = layout.sparse  # type: ignore[misc]
+            flat = segment_sums(offsets, columns, honest.reshape(-1), psi.flatten(0, 1))
+            out = flat.view(weights.shape[0], n_receivers, -1)
+        if attacked:
+            assert attack_values is not None
+            offsets, columns = layout.attacked
+            values = weights.index_select(1, shard.attacked).reshape(-1)
+            flat = segment_sums(offsets, columns, values, attack_values.flatten(0, 1))
+            out += flat.view(out.shape)
+        return out
 
     def _attack(
         self, i: int, previous: Tensor, psi: Tensor, batch: Any

@@ -49,7 +49,7 @@ class Scaled(Attack):
 
     def messages(self, x: AttackInputs) -> Tensor:
         factor = self.scale * x.uniform("attack-scaled", x.context.edge_keys, 1)
-        return x.psi[:, x.senders] * factor
+        return x.psi.index_select(1, x.senders).mul_(factor)
 
 
 @ATTACKS.register("noise")
