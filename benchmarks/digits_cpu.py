@@ -1,16 +1,17 @@
 """Digit classification on this CPU: seconds per epoch per rule against the compute floor, the
 choice of batching for the CNN, and the accuracies of a reduced run.
 
-    python benchmarks/digits_cpu.py speed    --threads 1 [--epochs 1]
+    python benchmarks/digits_cpu.py speed    --threads 1 [--epochs 1] [--repeats 3]
     python benchmarks/digits_cpu.py batching --threads 1
     python benchmarks/digits_cpu.py accuracy --threads 1 [--epochs 10]
 
 ``speed``: for each rule alone and for the four rules together (one replica each), the seconds of
-one epoch of the paper setting (10 agents, 2000 images each, batches 64/128, 16 rounds), and the
-compute floor measured in the same process: the time one plain ``torch.nn.Sequential`` CNN (the
-faster of channels-first and channels-last, the best batch size of a sweep) needs for the same
-number of image forward passes (scores, evaluation) and forward-and-backward passes (local
-steps) in large plain batches. The counts come from replaying the epoch's data schedule.
+one epoch of the paper setting (10 agents, 2000 images each, batches 64/128, 16 rounds), timed
+``--repeats`` times (default 3), each followed by its compute floor: one plain
+``torch.nn.Sequential`` CNN, at its fastest layout and batch size (a sweep, best of 3), doing
+the epoch's image forward passes (scores, evaluation) and forward-and-backward passes (local
+steps) in large plain batches, timed as one run like the epoch. The counts come from replaying
+each epoch's data schedule. ``ratio`` is the median of the per-epoch ratios.
 
 ``batching``: 10 CNNs each on its own 768 images (the issue's measurement): a Python loop over
 plain modules, ``torch.func.vmap`` over ``functional_call``, and byzmtl's layer-wise batching.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -72,63 +74,93 @@ def workload(case: Any, replicas: int, scored: int, edges: int, rounds: range) -
     return {"forward": forward, "forward_backward": backward}
 
 
-def plain_rates(batch_sizes: tuple[int, ...] = (64, 128, 256, 512)) -> dict[str, Any]:
-    """Images per second of one plain CNN: forward without gradients, forward and backward."""
+def _plain_pass(
+    model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, kind: str, images: int, size: int
+) -> float:
+    """Seconds for one plain CNN to take ``images`` images (cycling through ``x``) in batches of
+    ``size``: forward without gradients, or forward and backward."""
+    started = time.perf_counter()
+    for done in range(0, images, size):
+        s = done % len(x)
+        batch = slice(s, s + min(size, images - done, len(x) - s))
+        if kind == "forward":
+            with torch.no_grad():
+                model(x[batch])
+        else:
+            torch.nn.functional.cross_entropy(model(x[batch]), labels[batch]).backward()
+    return time.perf_counter() - started
+
+
+def plain_setup(batch_sizes: tuple[int, ...] = (64, 128, 256, 512)) -> dict[str, Any]:
+    """The fastest layout and batch size of one plain CNN for each kind of pass (a sweep over
+    1024 images, best of 3), with the model and images to run it on."""
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(1024, 1, 28, 28, generator=generator)
     labels = torch.randint(0, 10, (1024,), generator=generator)
-    best: dict[str, Any] = {"forward": (0.0, None), "forward_backward": (0.0, None)}
+    best: dict[str, Any] = {}
     for layout in (torch.contiguous_format, torch.channels_last):
         model = paper_cnn().to(memory_format=layout)
         x = images.contiguous(memory_format=layout)
         for size in batch_sizes:
-            for kind in best:
-                times = []
-                for _ in range(3):
-                    started = time.perf_counter()
-                    for s in range(0, len(x), size):
-                        if kind == "forward":
-                            with torch.no_grad():
-                                model(x[s : s + size])
-                        else:
-                            loss = torch.nn.functional.cross_entropy(
-                                model(x[s : s + size]), labels[s : s + size]
-                            )
-                            loss.backward()
-                    times.append(time.perf_counter() - started)
-                rate = len(x) / min(times)
-                if rate > best[kind][0]:
+            for kind in ("forward", "forward_backward"):
+                seconds = min(_plain_pass(model, x, labels, kind, len(x), size) for _ in range(3))
+                if kind not in best or len(x) / seconds > best[kind]["sweep_rate"]:
                     name = "channels-last" if layout is torch.channels_last else "channels-first"
-                    best[kind] = (rate, f"{name}, batch {size}")
-    return {kind: {"images_per_second": r, "best": how} for kind, (r, how) in best.items()}
+                    best[kind] = {
+                        "sweep_rate": len(x) / seconds,
+                        "config": f"{name}, batch {size}",
+                        "run": (model, x, labels, size),
+                    }
+    return best
 
 
-def speed(mnist: str, epochs: int) -> list[dict[str, Any]]:
+def plain_floor(setup: dict[str, Any], work: dict[str, int]) -> tuple[float, dict[str, float]]:
+    """Seconds for one plain CNN, at its fastest setting, to do ``work`` (images per kind of
+    pass), timed as one run like an epoch; and its images per second per kind."""
+    seconds, rates = 0.0, {}
+    for kind, images in work.items():
+        model, x, labels, size = setup[kind]["run"]
+        spent = _plain_pass(model, x, labels, kind, images, size)
+        seconds += spent
+        rates[kind] = images / spent
+    return seconds, rates
+
+
+def speed(mnist: str, epochs: int, repeats: int) -> list[dict[str, Any]]:
     rows = []
     for rules in [[rule] for rule in RULES] + [RULES]:
-        experiment = prepare(config(mnist, rules, epochs))
+        experiment = prepare(config(mnist, rules, epochs * repeats + 1))
         case, simulation = experiment.case, experiment.simulation
         state = simulation.run(rounds=1)  # warm-up
-        rounds = range(1, 1 + epochs * case.rounds_per_epoch)
         scored = sum(rule == "loss" for rule in rules)
-        work = workload(case, len(rules), scored, experiment.graph.n_edges, rounds)
+        setup = plain_setup()
         before = load_average()
-        started = time.perf_counter()
-        simulation.run(state, rounds=len(rounds))
-        seconds = (time.perf_counter() - started) / epochs
-        rates = plain_rates()
-        floor = sum(work[k] / rates[k]["images_per_second"] for k in work) / epochs
+        seconds, floors, works, rates, first = [], [], [], [], 1
+        for _ in range(repeats):  # byzmtl's epochs and the plain CNN's runs, interleaved
+            rounds = range(first, first + epochs * case.rounds_per_epoch)
+            work = workload(case, len(rules), scored, experiment.graph.n_edges, rounds)
+            started = time.perf_counter()
+            state = simulation.run(state, rounds=len(rounds))
+            seconds.append((time.perf_counter() - started) / epochs)
+            floor, rate = plain_floor(setup, work)
+            floors.append(floor / epochs)
+            works.append(work)
+            rates.append(rate)
+            first = rounds.stop
+        ratios = [t / f for t, f in zip(seconds, floors, strict=True)]
         row = {
             "rules": rules,
             "seconds_per_epoch": seconds,
-            "floor_seconds_per_epoch": floor,
-            "ratio": seconds / floor,
-            "images": work,
+            "floor_seconds_per_epoch": floors,
+            "ratios": ratios,
+            "ratio": statistics.median(ratios),
+            "images": works,
             "plain_rates": rates,
+            "plain_config": {kind: setup[kind]["config"] for kind in setup},
             "load_before": before,
             "load_after": load_average(),
         }
-        print(json.dumps(row))
+        print(json.dumps({k: row[k] for k in ("rules", "seconds_per_epoch", "ratios")}))
         rows.append(row)
     return rows
 
@@ -210,12 +242,13 @@ def main() -> None:
     parser.add_argument("mode", choices=["speed", "batching", "accuracy"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per rule (speed)")
     parser.add_argument("--mnist", default=str(MNIST))
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.mode == "speed":
-        result: Any = speed(args.mnist, args.epochs or 1)
+        result: Any = speed(args.mnist, args.epochs or 1, args.repeats)
     elif args.mode == "batching":
         result = batching()
     else:
