@@ -36,8 +36,15 @@ convolutions, one batched matrix product for their linear layers); any other mod
 ``torch.func.vmap`` over ``functional_call`` (:class:`VmapForward`). There is one call per
 distinct batch size of the round, split further only to keep each layer's output within an
 activation budget (``ACTIVATION_BUDGET``): a memory bound, which on a CPU is also the fastest
-choice (for the paper's CNN, about 160 images per call stay in cache; for HAR's linear model a
-round's 900 edges take one or two calls).
+choice (for the paper's CNN, about 160 images per call stay in cache).
+
+Two shortcuts for models whose first layer is linear. On a dense graph the engine asks for the
+losses of all pairs (:meth:`NeuralCase.sender_losses`): every batch of the round goes through
+every model's first layer in one matrix product, (examples of all batches) x (all models'
+weights), so each input is read once rather than once per edge (HAR: 900 losses per round from
+one (180 x 561) x (561 x 300) product). And a lone linear layer (multinomial logistic
+regression) takes its local step with the closed-form gradient of the mean cross-entropy
+(:meth:`LayerwiseForward.logistic_gradients`), without automatic differentiation.
 """
 
 from __future__ import annotations
