@@ -285,7 +285,8 @@ def test_lazy_messages_are_the_gathered_messages() -> None:
     expected = psi[:, edges.senders].clone()
     expected[:, attack_edges] = values
     buffer = torch.empty(2, edges.n_edges, 50)
-    messages = ShardMessages(psi, shard, values, buffer, dense=True)
+    assert shard.dense
+    messages = ShardMessages(psi, shard, values, buffer)
     exact = (expected[1].double() - targets.double()[edges.receivers]).square().sum(1)
     distances = messages.squared_distances(1, targets)
     assert distances.dtype == torch.float32

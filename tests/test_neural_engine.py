@@ -228,6 +228,27 @@ def test_all_pairs_losses_are_the_per_edge_losses(model) -> None:
     )
 
 
+def test_edge_losses_of_some_agents_only() -> None:
+    """Scoring the messages of a few edges (as the engine does for attacked edges) when some
+    batch-size groups receive none of them, or when there are none at all."""
+    case = Case(
+        mlp(),
+        agents_data((6,), [12, 13, 9, 15, 11]),
+        seed=0,
+        optimiser=SGD(0.1),
+        epochs=1,
+        batch_size=[3, 4, 3, 5, 4],
+    )
+    batch = case.batch(0)
+    assert len(batch.groups) == 3
+    models = case.init_models(1)
+    pairs = case.sender_losses(models, batch)
+    receivers, senders = torch.tensor([3, 3, 0]), torch.tensor([1, 4, 2])  # groups of 5 and 3
+    losses = case.edge_losses(models[:, senders], receivers, batch)
+    assert torch.allclose(losses, pairs[:, receivers, senders], rtol=1e-5)
+    assert case.edge_losses(models[:, :0], receivers[:0], batch).shape == (1, 0)
+
+
 def test_closed_form_logistic_gradients_are_autograd_gradients() -> None:
     torch.manual_seed(0)
     plan = batched_forward(logistic().double(), (6,))

@@ -11,7 +11,8 @@ Every round, for every agent k of every replica (one replica per rule, all fed t
 Models of all agents live in one tensor of shape (replicas, agents, parameters). There is no
 Python loop over agents or edges. Messages are never copied edge by edge unless a rule or the
 scoring reads them one by one: since m_lk = psi_l except on the Byzantine senders' edges, a rule
-that weighs edges combines straight from psi and the attack's messages (one sparse product), and
+that weighs edges combines straight from psi and the attack's messages (dense or sparse
+products), and
 on dense graphs the loss of every model on every agent's batch (the task's ``sender_losses``) and
 the squared distances between models are computed for all pairs at once. Byzantine agents' own
 models follow their local step only (or stay at their initial value when the attack does not
@@ -74,7 +75,7 @@ class Task(Protocol):
     def metrics(self, models: Tensor, batch: Any, iteration: int) -> dict[str, Tensor] | None:
         """Per-agent metrics (name -> (R, N)) to record after this round, or None."""
 
-    # Optional hook, used on dense graphs (|E| >= N^2 / 2) when a task has it:
+    # Optional hook, used on dense graphs (|E| >= N^2 / 2, self-loops included) when a task has it:
     #     def sender_losses(self, models: Tensor, batch) -> Tensor | None
     # the (R, N, N) losses l_k(w_l) of every agent l's model (models (R, N, d)) on every agent
     # k's batch, at [r, k, l]; None when the task has no faster way than edge by edge.
@@ -130,6 +131,12 @@ class Shard:
     @property
     def n_edges(self) -> int:
         return self.edges.n_edges
+
+    @cached_property
+    def dense(self) -> bool:
+        """At least half of all (receiver, sender) pairs of the shard are edges: then a dense
+        (receivers, agents) matrix, or work on all pairs, costs at most twice the edges."""
+        return self.edges.n_agents * self.totals[1] <= 2 * self.n_edges
 
     @cached_property
     def pairs(self) -> Tensor:
@@ -215,7 +222,7 @@ class _CombineLayout:
         device = edges.senders.device
         copies = torch.arange(rules, device=device)[:, None]
         dense = sparse = None
-        if edges.n_agents * n_agents <= 2 * edges.n_edges:  # mostly edges: a dense matrix
+        if shard.dense:
             size = edges.n_agents * n_agents
             dense = (edges.receivers * n_agents + edges.senders + copies * size).reshape(-1)
         else:
@@ -236,20 +243,14 @@ class ShardMessages:
     """The messages received on one shard's edges in one round, for every replica, built only
     when a rule needs them: m_lk = psi_l, except on attacked edges, where it is the attack's.
 
-    On a dense shard (receivers x all agents <= 2 edges) of a model in single precision, the
-    squared distances to per-receiver targets come from all pairs at once
+    On a dense shard (see ``Shard.dense``) of a model in single precision, the squared distances
+    to per-receiver targets come from all pairs at once
     (:func:`byzmtl.ops.all_squared_distances`) without building the messages."""
 
     def __init__(
-        self,
-        psi: Tensor,
-        shard: Shard,
-        attack_values: Tensor | None,
-        buffer: Tensor,
-        dense: bool,
+        self, psi: Tensor, shard: Shard, attack_values: Tensor | None, buffer: Tensor
     ) -> None:
-        self.psi, self.shard, self.attack_values = psi, shard, attack_values
-        self.buffer, self.dense = buffer, dense
+        self.psi, self.shard, self.attack_values, self.buffer = psi, shard, attack_values, buffer
         self._gathered: Tensor | None = None
 
     def tensor(self) -> Tensor:
@@ -268,7 +269,7 @@ class ShardMessages:
     def squared_distances(self, r: int, targets: Tensor) -> Tensor:
         """(E_s,) ||m_lk - targets_k||^2 in replica r, ``targets`` (N_s, d)."""
         edges = self.shard.edges
-        if self._gathered is not None or not self.dense or targets.dtype == torch.float64:
+        if self._gathered is not None or not self.shard.dense or targets.dtype == torch.float64:
             return squared_norm(self.tensor()[r] - targets.index_select(0, edges.receivers))
         pairs = all_squared_distances(targets, self.psi[r])
         first = self.shard.agents.start * self.shard.totals[1]
@@ -451,10 +452,8 @@ class Simulation:
             if sent_finite is not None:
                 finite = self._all_finite[:, : shard.n_edges].clone()
                 finite[:, shard.attacked] = sent_finite
-        dense = shard.edges.n_agents * self.edges.n_agents <= 2 * shard.n_edges
-        received = ShardMessages(
-            round_.psi, shard, attack_values, self._message_buffer(round_.psi, shard), dense
-        )
+        buffer = self._message_buffer(round_.psi, shard)
+        received = ShardMessages(round_.psi, shard, attack_values, buffer)
         losses = self._losses(shard, round_, received, attack_values)
         if losses is not None and finite is not None:
             losses = losses.masked_fill(~finite[self._scored_rows], torch.inf)

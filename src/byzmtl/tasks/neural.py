@@ -795,6 +795,8 @@ class NeuralCase(CaseStudy):
         """l_k(m) for every message m on its receiver k's batch: one forward pass per edge."""
         replicas, n_edges, size = messages.shape
         out = messages.new_empty((replicas, n_edges))
+        if not n_edges:
+            return out
         if len(batch.groups) == 1:
             selections: list[Tensor | None] = [None]
         else:
@@ -803,6 +805,8 @@ class NeuralCase(CaseStudy):
         for group, chosen in zip(batch.groups, selections, strict=True):
             if chosen is None:
                 sent, heard = messages, receivers
+            elif not len(chosen):  # no message for this group's agents (e.g. attacked edges)
+                continue
             else:
                 sent, heard = messages.index_select(1, chosen), receivers.index_select(0, chosen)
             index = batch.slot.index_select(0, heard).repeat(replicas)
