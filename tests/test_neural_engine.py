@@ -193,19 +193,18 @@ def test_batched_forward_plans_agree_with_the_module(model) -> None:
         assert torch.allclose(plan(params, x, index), torch.stack(expected), atol=1e-12)
 
 
+def five_agents(model: nn.Module, **options: int) -> Case:
+    """Five agents on 6-d inputs with batches of sizes 3, 4 and 5 in the same round."""
+    data = agents_data((6,), [12, 13, 9, 15, 11])
+    batch_size = [3, 4, 3, 5, 4]
+    return Case(model, data, seed=0, optimiser=SGD(0.1), epochs=1, batch_size=batch_size, **options)
+
+
 @pytest.mark.parametrize("model", [mlp, logistic])
 def test_all_pairs_losses_are_the_per_edge_losses(model) -> None:
     """sender_losses (every model on every agent's batch in one product) against edge_losses on
     the explicit list of all pairs, including rounds with batches of different sizes."""
-    case = Case(
-        model(),
-        agents_data((6,), [12, 13, 9, 15, 11]),
-        seed=0,
-        optimiser=SGD(0.1),
-        epochs=1,
-        batch_size=[3, 4, 3, 5, 4],
-        activation_budget=64,
-    )
+    case = five_agents(model(), activation_budget=64)
     models = case.init_models(2) + 0.1 * torch.randn(2, 5, case.n_parameters)
     receivers = torch.arange(5).repeat_interleave(5)
     senders = torch.arange(5).repeat(5)
@@ -231,14 +230,7 @@ def test_all_pairs_losses_are_the_per_edge_losses(model) -> None:
 def test_edge_losses_of_some_agents_only() -> None:
     """Scoring the messages of a few edges (as the engine does for attacked edges) when some
     batch-size groups receive none of them, or when there are none at all."""
-    case = Case(
-        mlp(),
-        agents_data((6,), [12, 13, 9, 15, 11]),
-        seed=0,
-        optimiser=SGD(0.1),
-        epochs=1,
-        batch_size=[3, 4, 3, 5, 4],
-    )
+    case = five_agents(mlp())
     batch = case.batch(0)
     assert len(batch.groups) == 3
     models = case.init_models(1)
