@@ -352,3 +352,36 @@ def test_a_checkpointed_run_resumes_bit_for_bit() -> None:
     )
     assert torch.equal(resumed.models, straight.models)
     assert torch.equal(resumed.task_state["m"], straight.task_state["m"])
+
+
+def test_sharded_learning_rounds_equal_whole_ones() -> None:
+    """Shards of a dense graph score from the round's all-pairs losses and take all-pairs
+    distances shard by shard; the result is that of the unsharded run (float32, attackers)."""
+    data = agents_data((6,), [12] * 8, seed=3)
+    names = ["loss", "distance", "hardened-loss", "average"]
+
+    def run(shard_edges: int) -> tuple[Simulation, SimState]:
+        torch.manual_seed(0)
+        case = Case(mlp(), data, seed=0, optimiser=SGD(0.2), epochs=2, batch_size=4)
+        rules = [RULES.create(name, {} if name == "average" else {"r0": 1.0}) for name in names]
+        attack = ATTACKS.create("scaled", {})
+        simulation = Simulation(
+            case,
+            graphs.complete(8),
+            rules,
+            attack,
+            [2, 5],
+            0,
+            case.keys,
+            torch.float32,
+            shard_edges=shard_edges,
+        )
+        return simulation, simulation.run()
+
+    whole, final = run(1 << 18)
+    sharded, final_sharded = run(len(names) * 16)
+    assert len(whole.shards) == 1 and len(sharded.shards) == 4
+    assert all(shard.dense for shard in sharded.shards)
+    assert torch.allclose(final.models, final_sharded.models, rtol=1e-5, atol=1e-6)
+    for a, b in zip(final.rule_states, final_sharded.rule_states, strict=True):
+        assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
