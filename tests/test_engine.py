@@ -312,11 +312,9 @@ def test_all_squared_distances_match_exact_differences() -> None:
 def test_dense_and_sparse_combines_agree_with_the_messages(dense: bool) -> None:
     """The engine combines from [psi; attack messages] with a dense weight matrix or a sparse
     product; both equal sum_l c_lk m_lk over the gathered messages."""
-    n = 8
-    if dense:  # 8 x 8 entries <= 2 x 64 edges
-        graph, byzantine = graphs.complete(n), [2, 5]
-    else:
-        graph, byzantine = graphs.from_edges(n, np.arange(n), (np.arange(n) + 3) % n), [2, 5]
+    n, byzantine = 8, [2, 5]
+    ring = graphs.from_edges(n, np.arange(n), (np.arange(n) + 3) % n)
+    graph = graphs.complete(n) if dense else ring  # dense: 8 x 8 entries <= 2 x 64 edges
     case = TargetLocalization.from_settings(
         TargetLocalizationSettings(agents=n, iterations=3), seed=0, dtype=torch.float64
     )
