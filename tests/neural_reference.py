@@ -20,11 +20,26 @@ from byzmtl import rng
 
 @dataclass
 class Attack:
-    """The scaled attack: Byzantine l sends a * psi_l to k, a ~ U[0, scale) per (l, k, round)."""
+    """``scaled``: Byzantine l sends a * psi_l to k, a ~ U[0, scale) per (l, k, round).
+    ``paper-scaled``: Byzantine l multiplies each parameter tensor of psi_l by its own
+    a ~ U[0, scale) per round, sends the result to everyone and keeps it as its model."""
 
     byzantine: set[int]
     scale: float = 0.1
     trains: bool = True
+    name: str = "scaled"
+
+
+def _paper_scaled(net: nn.Module, vector: Tensor, key: np.ndarray, seed: int, i: int) -> Tensor:
+    """``vector`` (a model of ``net``) with each parameter tensor scaled by its factor of round i
+    (the factor drawn for the tensor's position among ``net.parameters()``)."""
+    tensors = list(net.parameters())
+    factors = rng.uniform(seed, "attack-paper-scaled", key, i, len(tensors))[0]
+    pieces, start = [], 0
+    for tensor, factor in zip(tensors, factors, strict=True):
+        pieces.append(vector[start : start + tensor.numel()] * float(factor))
+        start += tensor.numel()
+    return torch.cat(pieces)
 
 
 @torch.no_grad()
@@ -80,16 +95,22 @@ def reference_run(
         psi = [parameters_to_vector(net.parameters()).detach().clone() for net in nets]
         if attack is not None and not attack.trains:  # attackers that do not train keep w_b
             psi = [previous[k] if k in byzantine else psi[k] for k in range(n)]
+        sent = {}  # paper-scaled: the one message of each attacker, which it keeps
+        if attack is not None and attack.name == "paper-scaled":
+            for b in byzantine:
+                key = case.keys[b : b + 1]
+                sent[b] = _paper_scaled(nets[b], psi[b], key, seed, i) * attack.scale
         new = []
         for k in range(n):
             if k in byzantine:
-                assert attack is not None
-                new.append(psi[k])
+                new.append(sent.get(k, psi[k]))
                 continue
             messages = {}
             for l in neighbours[k]:
                 messages[l] = psi[l]
-                if l in byzantine:
+                if l in sent:
+                    messages[l] = sent[l]
+                elif l in byzantine:
                     assert attack is not None
                     pair = rng.pair_keys(np.array([case.keys[l]]), np.array([case.keys[k]]))
                     factor = attack.scale * rng.uniform(seed, "attack-scaled", pair, i, 1)[0, 0]

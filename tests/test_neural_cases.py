@@ -74,7 +74,7 @@ def test_har_splits_subjects_and_keeps_agent_4_when_29_attack(har_dir: str) -> N
     assert case.rounds_per_epoch == int(np.ceil(case.schedule.n_train.min() / 10))
     assert case.probability[[0, 1, 2, 3]].tolist() == pytest.approx([1 / 11, 1, 1, 1 / 11])
     assert experiment.config.nu == 0.05 and experiment.config.r0 == 1.0
-    assert experiment.config.attack == "scaled"
+    assert experiment.config.attack == "paper-scaled"
 
 
 def test_cli_har_tiny_run_writes_a_results_folder(har_dir: str, tmp_path: Path) -> None:

@@ -16,7 +16,12 @@ products), and
 on dense graphs the loss of every model on every agent's batch (the task's ``sender_losses``) and
 the squared distances between models are computed for all pairs at once. Byzantine agents' own
 models follow their local step only (or stay at their initial value when the attack does not
-train); only what they send matters.
+train), unless the attack sets them (``Attack.own_models``); only what they send matters.
+
+Containment: a normal agent's model is finite after every round, whatever it receives. A local
+step that yields a NaN or Inf coordinate is rejected (the agent keeps w_k(i-1)), and so is a
+combination (the agent keeps psi_k); each rejection is counted per rule in ``SimState.contained``
+and never reaches another agent, since only finite models are ever sent.
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ class SimState:
     models: Tensor  # (R, N, d)
     rule_states: list[RuleState]
     task_state: dict[str, Tensor] = field(default_factory=dict)
+    # (R, 2) long: normal agents' rejected local steps and rejected combinations so far
+    contained: Tensor | None = None
 
     def save(self, path: str | Path) -> None:
         """Checkpoint the state (written to a temporary file, then renamed)."""
@@ -147,6 +154,40 @@ class Shard:
         """The part of a rule's state tensor that belongs to this shard: per-edge tensors are
         cut by edges, per-agent tensors by agents."""
         return self.edge_range if state.shape[0] == self.totals[0] else self.agents
+
+
+class AttackOutputError(TypeError):
+    """An attack returned something other than a real tensor of the expected shape."""
+
+
+def _checked(value: object, shape: tuple[int, ...], what: str, axes: str) -> Tensor:
+    """``value`` if it is a real floating-point (or integer) tensor of ``shape`` (named
+    ``axes`` in the error message)."""
+    if (
+        not isinstance(value, Tensor)
+        or tuple(value.shape) != shape
+        or value.is_complex()
+        or value.dtype == torch.bool
+    ):
+        got = f"{type(value).__name__}"
+        if isinstance(value, Tensor):
+            got = f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+        raise AttackOutputError(
+            f"attack {what} must return a real tensor of shape {axes} = {shape}, got {got}"
+        )
+    return value
+
+
+def keep_finite(values: Tensor, fallback: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``values`` (R, N, d) with every agent's row that holds a NaN or Inf replaced by its row
+    of ``fallback``, and the (R, N) mask of replaced rows (None when none was). One reduction
+    over ``values`` in the common case where every row is finite."""
+    if bool(torch.isfinite(values.sum(-1)).all()):
+        return values, None
+    bad = ~torch.isfinite(values).all(-1)  # the sum may also overflow on finite rows
+    if not bool(bad.any()):
+        return values, None
+    return torch.where(bad[..., None], fallback, values), bad
 
 
 def make_shards(edges: Neighbourhoods, attack_edges: Tensor, max_edges: int) -> list[Shard]:
@@ -333,7 +374,12 @@ class Simulation:
         if self.attack_edges.numel() and attack is None:
             raise ValueError("Byzantine agents need an attack")
         self.attack_context = AttackContext(
-            seed, self.keys, self.edges, self.byzantine, self.attack_edges
+            seed,
+            self.keys,
+            self.edges,
+            self.byzantine,
+            self.attack_edges,
+            getattr(task, "parameter_sizes", None),
         )
         if attack is not None and self.byzantine_ids.numel():
             attack.check(self.attack_context, task)
@@ -388,15 +434,19 @@ class Simulation:
     def _step(self, state: SimState) -> tuple[SimState, RoundOutput]:
         i, previous = state.iteration, state.models
         batch = self.task.batch(i)
+        attacking = self.attack is not None and self.byzantine_ids.numel() > 0
         training = batch
-        if self.attack is not None and self.byzantine_ids.numel():
-            training = self.attack.training_batch(self.task, batch, self.byzantine)
+        if attacking:
+            training = self.attack.training_batch(self.task, batch, self.byzantine)  # type: ignore[union-attr]
         psi, task_state = self.task.adapt(previous, training, state.task_state, i)
-        if self.byzantine_ids.numel() and self.attack is not None and not self.attack.trains:
+        if attacking and not self.attack.trains:  # type: ignore[union-attr]
             # Byzantine agents that do not train keep their model: psi_b = w_b
             frozen = previous.index_select(1, self.byzantine_ids)
             psi = psi.index_copy(1, self.byzantine_ids, frozen)
-        sent = self._attack(i, previous, psi, batch) if self.attack_edges.numel() else None
+        psi, failed_steps = keep_finite(psi, previous)
+        sent, own = (None, None)
+        if self.attack_edges.numel():
+            sent, own = self._attack(i, previous, psi, batch)
         pair_losses = None
         if self.scored and self.dense and self._sender_losses is not None:
             pair_losses = self._sender_losses(psi[self._scored_rows], batch)
@@ -405,10 +455,33 @@ class Simulation:
             new, weights, rule_states = self._shard_step(self.shards[0], round_, state.rule_states)
         else:
             new, weights, rule_states = self._sharded_step(round_, state.rule_states)
+        new, failed_combinations = keep_finite(new, psi)
         if self.byzantine_ids.numel():  # Byzantine agents do not combine: w_b = psi_b
-            new.index_copy_(1, self.byzantine_ids, psi.index_select(1, self.byzantine_ids))
+            kept = psi.index_select(1, self.byzantine_ids)
+            if own is not None:
+                kept = torch.where(torch.isfinite(own).all(-1, keepdim=True), own, kept)
+            new.index_copy_(1, self.byzantine_ids, kept)
+        contained = self._count_contained(state.contained, failed_steps, failed_combinations)
         metrics = self.task.metrics(new, batch, i)
-        return SimState(i + 1, new, rule_states, task_state), RoundOutput(metrics, weights)
+        next_state = SimState(i + 1, new, rule_states, task_state, contained)
+        return next_state, RoundOutput(metrics, weights)
+
+    def _count_contained(
+        self, counts: Tensor | None, steps: Tensor | None, combinations: Tensor | None
+    ) -> Tensor | None:
+        """(R, 2) counts so far plus this round's rejected steps and combinations of normal
+        agents (masks (R, N), None where nothing was rejected)."""
+        if steps is None and combinations is None:
+            return counts
+        if counts is None:
+            counts = torch.zeros((self.replicas, 2), dtype=torch.long, device=self.device)
+        added = [
+            torch.zeros(self.replicas, dtype=torch.long, device=self.device)
+            if mask is None
+            else (mask & ~self.byzantine).sum(1)
+            for mask in (steps, combinations)
+        ]
+        return counts + torch.stack(added, 1)
 
     def _sharded_step(
         self, round_: _Round, states: list[RuleState]
@@ -581,9 +654,10 @@ class Simulation:
 
     def _attack(
         self, i: int, previous: Tensor, psi: Tensor, batch: Any
-    ) -> tuple[Tensor, Tensor | None]:
+    ) -> tuple[tuple[Tensor, Tensor | None], Tensor | None]:
         """The Byzantine senders' messages (R, B, d) on every attacked edge, non-finite ones
-        zeroed, and their (R, B) finite mask (None when every message is finite)."""
+        zeroed, with their (R, B) finite mask (None when every message is finite); and the
+        Byzantine agents' own models the attack sets (R, n_b, d), or None."""
         assert self.attack is not None
         context = self.attack_context
 
@@ -591,11 +665,18 @@ class Simulation:
             return self.task.edge_losses(candidates, context.receivers, batch)
 
         inputs = AttackInputs(context, i, psi, previous, loss_of)
-        sent = self.attack.messages(inputs).to(psi.dtype)
+        expected = (psi.shape[0], self.attack_edges.numel(), psi.shape[2])
+        name = self.attack.name
+        sent = _checked(self.attack.messages(inputs), expected, f"{name}.messages", "(R, B, d)")
+        own = self.attack.own_models(inputs, sent)
+        if own is not None:
+            shape = (psi.shape[0], self.byzantine_ids.numel(), psi.shape[2])
+            own = _checked(own, shape, f"{name}.own_models", "(R, n_b, d)").to(psi.dtype)
+        sent = sent.to(psi.dtype)
         if math.isfinite(float(sent.sum())):  # then no entry is NaN or infinite
-            return sent, None
+            return (sent, None), own
         sent_finite = torch.isfinite(sent).all(-1)
-        return sent.masked_fill(~sent_finite[..., None], 0.0), sent_finite
+        return (sent.masked_fill(~sent_finite[..., None], 0.0), sent_finite), own
 
     def run(
         self,

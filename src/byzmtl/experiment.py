@@ -182,6 +182,7 @@ class Result:
 
 def _summary(
     experiment: Experiment,
+    state: SimState,
     recorder: Recorder,
     diagnostics: Diagnostics,
     table: pd.DataFrame,
@@ -193,6 +194,11 @@ def _summary(
     arrays = recorder.arrays()
     records = recorder.n_records
     window = max(1, round(case.final_fraction * records))
+    contained = (
+        np.zeros((len(recorder.rule_names), 2), dtype=np.int64)
+        if state.contained is None
+        else state.contained.cpu().numpy()
+    )
     rules: dict[str, Any] = {}
     for r, rule in enumerate(recorder.rule_names):
         per_subset: dict[str, Any] = {}
@@ -208,6 +214,10 @@ def _summary(
         if per_subset:
             entry["groups"] = {name: {"final": value} for name, value in per_subset.items()}
         entry["diagnostics"] = diagnosed[rule]
+        entry["contained"] = {
+            "local_steps": int(contained[r, 0]),
+            "combinations": int(contained[r, 1]),
+        }
         rules[rule] = entry
     return {
         "case": case.name,
@@ -298,5 +308,5 @@ def run(
     metrics = recorder.table(case.time_unit, times)
     table = diagnostics.table()
     wall = time.perf_counter() - started
-    summary = _summary(experiment, recorder, diagnostics, table, wall, compute)
+    summary = _summary(experiment, state, recorder, diagnostics, table, wall, compute)
     return Result(experiment.config, metrics, summary, experiment, state, table)

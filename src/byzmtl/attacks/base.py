@@ -3,8 +3,10 @@
 Each round, after every agent's local step, the engine builds the honest messages
 psi_l -> k for every edge, then asks the attack for the messages of the edges whose sender is
 Byzantine. An attack may send a different message to every receiver, and may send anything
-(NaN, Inf, huge values): receivers must survive it. Attacks are pure functions of their inputs;
-their randomness is keyed on (seed, attacker, receiver, iteration) through :mod:`byzmtl.rng`.
+(NaN, Inf, huge values): receivers must survive it. An attack may also set the Byzantine agents'
+own models for the next round (``Attack.own_models``), for attacks whose senders keep what they
+sent. Attacks are pure functions of their inputs; their randomness is keyed on (seed, attacker,
+receiver, iteration) through :mod:`byzmtl.rng`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,28 @@ class AttackContext:
     edges: Neighbourhoods  # the whole graph
     byzantine: Tensor  # (N,) bool
     attack_edges: Tensor  # (B,) long: the edges whose sender is Byzantine
+    parameter_sizes: tuple[int, ...] | None = None  # lengths of the model's parameter tensors
     cache: dict[tuple, Tensor] = field(default_factory=dict)  # round-independent draws
+
+    @cached_property
+    def byzantine_ids(self) -> Tensor:
+        """(n_b,) long: the Byzantine agents, in increasing order."""
+        return torch.nonzero(self.byzantine).flatten()
+
+    @cached_property
+    def byzantine_keys(self) -> np.ndarray:
+        """(n_b,) random-number key of each Byzantine agent."""
+        return self.keys[self.byzantine_ids.cpu().numpy()]
+
+    @cached_property
+    def sender_rank(self) -> Tensor:
+        """(B,) long: position of each attacked edge's sender in ``byzantine_ids``."""
+        return torch.searchsorted(self.byzantine_ids, self.senders)
+
+    def segments(self, dim: int) -> list[int]:
+        """Lengths of the parameter tensors that make up a flat model of ``dim`` coordinates
+        (one tensor when the task does not say)."""
+        return [dim] if self.parameter_sizes is None else list(self.parameter_sizes)
 
     @cached_property
     def receivers(self) -> Tensor:
@@ -101,7 +124,8 @@ class Attack(ABC):
     """Base class of all attacks: dataclasses registered in ``byzmtl.attacks.ATTACKS``.
 
     ``trains``: whether a Byzantine agent still runs the local step on its own data (its own
-    model then follows no-cooperation learning); if not, its model stays at its initial value.
+    model then follows no-cooperation learning); if not, its model stays at its initial value,
+    unless ``own_models`` sets it.
     """
 
     name: ClassVar[str]
@@ -119,6 +143,13 @@ class Attack(ABC):
     @abstractmethod
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): the message sent on each attacked edge, for each replica."""
+
+    def own_models(self, x: AttackInputs, sent: Tensor) -> Tensor | None:
+        """The Byzantine agents' own models after this round, (R, n_b, d) in the order of
+        ``x.context.byzantine_ids``, given the round's messages ``sent`` (R, B, d); or None (the
+        default): each keeps psi_b, its model after its local step. Non-finite rows are
+        ignored (that agent keeps psi_b)."""
+        return None
 
 
 ATTACKS: Registry[Attack] = Registry("attack")

@@ -4,6 +4,9 @@
   c_b = value + U[0, spread)^d and sends c_b to everyone, every round.
 - ``scaled``: the model scaled by one random factor: m = a * psi_b, a ~ U[0, scale), drawn per
   message (attacker, receiver, round); with ``trains = False`` psi_b is the initial model.
+- ``paper-scaled``: the scaled-model attack as the authors' code ran it: one factor per
+  parameter tensor and round, the same message to every receiver, and the attacker keeps what it
+  sent as its own model, so its model and messages shrink geometrically towards zero.
 - ``noise``: every coordinate replaced by random noise, m_j ~ U[low, high) per message.
 - ``nan`` / ``inf``: every coordinate NaN / +Inf.
 """
@@ -39,6 +42,11 @@ class Constant(Attack):
         return _for_every_replica(x, x.context.cache[memo])
 
 
+def _check_scale(scale: float) -> None:
+    if not 0 < scale < float("inf"):
+        raise ValueError(f"scale must be positive and finite, got {scale}")
+
+
 @ATTACKS.register("scaled")
 @dataclass
 class Scaled(Attack):
@@ -47,9 +55,58 @@ class Scaled(Attack):
     scale: float = 0.1
     trains: bool = True
 
+    def __post_init__(self) -> None:
+        _check_scale(self.scale)
+
     def messages(self, x: AttackInputs) -> Tensor:
         factor = self.scale * x.uniform("attack-scaled", x.context.edge_keys, 1)
         return x.psi.index_select(1, x.senders).mul_(factor)
+
+
+@ATTACKS.register("paper-scaled")
+@dataclass
+class PaperScaled(Attack):
+    """The scaled-model attack as the authors' code ran it (human activity recognition and
+    digits). In round i, Byzantine agent b scales its model by one factor per parameter tensor t,
+
+        m_b(i) = a_bt(i) * psi_b(i)   on the coordinates of tensor t,   a_bt(i) ~ U[0, scale),
+
+    sends m_b(i) to every receiver, and keeps it: w_b(i) = m_b(i). Its model and all its later
+    messages shrink geometrically towards zero. psi_b(i) is its local step from w_b(i-1) when the
+    attack ``trains``, else w_b(i-1) itself (the authors' digits attackers do not train).
+
+    >>> import torch
+    >>> from byzmtl.attacks.base import one_round
+    >>> from byzmtl.graph import complete
+    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> edges = Neighbourhoods.from_graph(complete(3))
+    >>> psi = torch.ones(3, 2, dtype=torch.float64)
+    >>> sent = one_round(PaperScaled(), edges, psi, byzantine=[1])  # edges 1 -> 0, 1 -> 1, 1 -> 2
+    >>> bool((sent == sent[0]).all()), bool((sent < 0.1).all())  # one message, scaled below 0.1
+    (True, True)
+    """
+
+    scale: float = 0.1
+    trains: bool = True
+
+    def __post_init__(self) -> None:
+        _check_scale(self.scale)
+
+    def _scaled_models(self, x: AttackInputs) -> Tensor:
+        """(R, n_b, d): every Byzantine agent's psi_b times its factors of this round."""
+        psi = x.psi.index_select(1, x.context.byzantine_ids)
+        sizes = x.context.segments(psi.shape[-1])
+        factors = self.scale * x.uniform(
+            "attack-paper-scaled", x.context.byzantine_keys, len(sizes)
+        )
+        repeats = torch.as_tensor(sizes, device=factors.device)
+        return psi.mul_(factors.repeat_interleave(repeats, dim=1))
+
+    def messages(self, x: AttackInputs) -> Tensor:
+        return self._scaled_models(x).index_select(1, x.context.sender_rank)
+
+    def own_models(self, x: AttackInputs, sent: Tensor) -> Tensor:
+        return self._scaled_models(x)
 
 
 @ATTACKS.register("noise")

@@ -15,8 +15,9 @@ Every agent learns the paper's CNN (:func:`paper_cnn`) with Adam (learning rate 
 of 64 (MNIST) and 128 (synthetic), for 100 epochs (an epoch is 16 rounds, the synthetic agents'
 batches: see :mod:`byzmtl.tasks.neural`). Less data: by k mod 5 an agent takes its local step with
 probability 1/2, 1/3, 1/4, 1/4 or 1. Scores use nu = 0.05 and r0 = 1. With two attackers the
-Byzantine agents are 2 and 7 (one per group); the default attack sends the initial model scaled
-by a random factor in [0, 0.1) and does not train.
+Byzantine agents are 2 and 7 (one per group); the default attack is the authors' scaled-model
+attack (``paper-scaled``): the attackers do not train, and every round scale their model by a
+random factor in [0, 0.1) per parameter tensor, send it to everyone and keep it as their model.
 
 ``train_loss`` is measured on the first 400 training images of each agent (``eval_train``).
 
@@ -152,7 +153,7 @@ class DigitClassification(NeuralCase):
     description = "CNN: 5 agents classify MNIST, 5 synthetic digits; nobody knows who is who"
     settings_model = DigitsSettings
     defaults = CaseDefaults(
-        attack="scaled",
+        attack="paper-scaled",
         attack_params={"scale": 0.1, "trains": False},
         nu=0.05,
         r0=1.0,

@@ -457,9 +457,34 @@ def batched_forward(module: nn.Module, input_shape: tuple[int, ...]) -> BatchedF
 
 
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """CE(z, y) = log sum_c exp(z_c) - z_y for every example: logits (..., C), labels (...).
-    (``torch.logsumexp`` is several times faster than ``log_softmax`` for a few classes.)"""
-    return torch.logsumexp(logits, -1) - logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    """CE(z, y) = log sum_c exp(z_c - z_y) for every example: logits (..., C), labels (...).
+
+    The label's logit is subtracted before the sum, never after: log sum_c exp(z_c) - z_y
+    cancels to 0 once |z| is so large that log C is below its rounding error (a constant model
+    with logits near 1e20 would then score 0, the best possible loss). This form is exact up to
+    rounding for any finite logits and never negative (the term c = y is exp(0) = 1); it is +inf
+    or NaN only when a logit or a difference of logits overflows, and such a loss marks a model
+    that cannot be scored. (``torch.logsumexp`` is several times faster than ``log_softmax``
+    for a few classes.)"""
+    label_logit = logits.gather(-1, labels.unsqueeze(-1))
+    return torch.logsumexp(logits - label_logit, -1)
+
+
+SOUND_LOGIT_ERROR = 1e-3
+"""The largest rounding error a score may carry: logits z are rounded to |z| * eps, so a loss
+computed from logits with max |z| > SOUND_LOGIT_ERROR / eps (about 8e3 in float32, 4.5e12 in
+float64) is uncertain by more than a thousandth of a nat."""
+
+
+def score_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """The cross-entropy of a received model's logits, as a score: ``cross_entropy``, and +inf
+    where the logits are too large for it to be sound (see ``SOUND_LOGIT_ERROR``). Such a model
+    is unscorable: far from classifying better, it has lost all precision below its scale,
+    and an agent that mixed it into its own model would lose its own with it."""
+    limit = SOUND_LOGIT_ERROR / torch.finfo(logits.dtype).eps
+    loss = cross_entropy(logits, labels)
+    too_large = torch.linalg.vector_norm(logits, ord=float("inf"), dim=-1) > limit
+    return loss.masked_fill_(too_large, torch.inf)
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,6 +651,7 @@ class NeuralCase(CaseStudy):
         outputs = activation_size(model, self.input_shape, include_input=False)
         self.outputs_per_call = max(1, activation_budget // outputs)  # inputs read once
         self.n_parameters = sum(p.numel() for p in self.model.parameters())
+        self.parameter_sizes = tuple(p.numel() for p in self.model.parameters())
         with torch.no_grad():
             example = torch.as_tensor(data[0].x_train[:1], device=self.device).to(dtype)
             self.n_classes = int(self.model(example).shape[-1])
@@ -791,6 +817,11 @@ class NeuralCase(CaseStudy):
     def _mean_losses(self, params: Tensor, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
         return self._cross_entropy(params, x, y, index).mean(1)
 
+    def _mean_scores(self, params: Tensor, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        """(G,) mean score (``score_cross_entropy``) of model g on its batch ``x[index[g]]``."""
+        logits = self.forward(params, x, index)
+        return score_cross_entropy(logits, y.index_select(0, index)).mean(1)
+
     def edge_losses(self, messages: Tensor, receivers: Tensor, batch: NeuralBatch) -> Tensor:
         """l_k(m) for every message m on its receiver k's batch: one forward pass per edge."""
         replicas, n_edges, size = messages.shape
@@ -814,7 +845,7 @@ class NeuralCase(CaseStudy):
             shared = _runs(index) if self.forward.shares_inputs else None
             parts = self._chunks(len(index), group.x.shape[1], 1 if shared is None else shared[1])
             losses = torch.cat(
-                [self._mean_losses(params[part], group.x, group.y, index[part]) for part in parts]
+                [self._mean_scores(params[part], group.x, group.y, index[part]) for part in parts]
             ).view(replicas, -1)
             if chosen is None:
                 out = losses
@@ -840,7 +871,7 @@ class NeuralCase(CaseStudy):
             for start in range(0, len(params), step):
                 logits = forward.on_all_inputs(params[start : start + step], group.x)
                 labels = group.y.expand(len(logits), -1, -1)
-                ce = cross_entropy(logits.unflatten(1, (receivers, examples)), labels)
+                ce = score_cross_entropy(logits.unflatten(1, (receivers, examples)), labels)
                 losses.append(ce.mean(2))  # (models, receivers)
             per_model = torch.cat(losses).view(replicas, n, receivers).transpose(1, 2)
             if len(batch.groups) == 1:  # every agent, in order
