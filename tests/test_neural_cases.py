@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -225,16 +222,3 @@ def test_digits_agents_tasks_and_pixel_scales(mnist_dir: str, render_cache: None
     assert float(x[5:].min()) < 0.0 and float(x[5:].max()) <= 1.0  # synthetic: [-1, 1]
     assert case.probability.tolist() == pytest.approx([1 / 2, 1 / 3, 1 / 4, 1 / 4, 1] * 2)
     assert experiment.config.attack_params == {"scale": 0.1, "trains": False}
-
-
-def test_the_custom_model_example_runs(tmp_path: Path) -> None:
-    example = Path(__file__).resolve().parents[1] / "examples" / "custom_model.py"
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, str(example)],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    accuracy = {line.split()[0]: float(line.split()[2]) for line in done.stdout.splitlines()}
-    assert accuracy["loss"] > accuracy["none"] > accuracy["average"]
-    assert (tmp_path / "runs" / "custom-model" / "summary.json").is_file()

@@ -36,7 +36,16 @@ class GraphSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["geometric", "complete", "ring", "erdos-renyi", "k-regular", "edgelist"]
+    kind: Literal[
+        "geometric",
+        "complete",
+        "ring",
+        "erdos-renyi",
+        "k-regular",
+        "edgelist",
+        "graphml",
+        "networkx",
+    ]
     radius: float = Field(1.0, gt=0, description="geometric: link agents within this distance")
     max_neighbours: int | None = Field(
         10, ge=1, description="geometric: cap on |N_k| (self included), sampled at random"
@@ -44,7 +53,9 @@ class GraphSettings(BaseModel):
     hops: int = Field(1, ge=1, description="ring: neighbours on either side")
     p: float = Field(0.1, ge=0, le=1, description="erdos-renyi: link probability")
     k: int = Field(4, ge=1, description="k-regular: degree (self not counted)")
-    path: str | None = Field(None, description="edgelist: file of 'u v' lines")
+    path: str | None = Field(
+        None, description="edgelist: file of 'u v' lines; graphml: a GraphML file (nodes 0..n-1)"
+    )
     directed: bool = Field(False, description="edgelist: 'u v' means u sends to v only")
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import numpy as np
 import pandas as pd
 import torch
@@ -30,7 +31,7 @@ from byzmtl.engine import RoundOutput, SimState, Simulation
 from byzmtl.recording import STATISTICS, Diagnostics, Recorder
 from byzmtl.registry import RegistryError
 from byzmtl.rules import RULES, Rule, RuleAssumptionError
-from byzmtl.tasks import CASES, CaseStudy
+from byzmtl.tasks import CASES, CaseError, CaseStudy
 
 
 @dataclass
@@ -54,8 +55,11 @@ class Experiment:
         return normal
 
 
-def build_graph(settings: GraphSettings, case: CaseStudy, seed: int) -> graphs.Graph:
-    """The communication graph of ``case`` described by ``settings``."""
+def build_graph(
+    settings: GraphSettings, case: CaseStudy, seed: int, given: nx.Graph | None = None
+) -> graphs.Graph:
+    """The communication graph of ``case`` described by ``settings`` (``given``: the networkx
+    graph of kind ``graphml`` or ``networkx``). Node ids of a user's graph are the agent ids."""
     n = case.n_agents
     if settings.kind == "geometric":
         positions = case.positions
@@ -74,13 +78,61 @@ def build_graph(settings: GraphSettings, case: CaseStudy, seed: int) -> graphs.G
         built = graphs.erdos_renyi(n, settings.p, seed)
     elif settings.kind == "k-regular":
         built = graphs.k_regular(n, settings.k, seed)
-    else:
+    elif settings.kind == "edgelist":
         if settings.path is None:
             raise graphs.GraphError("an edgelist graph needs a path")
         built = graphs.read_edge_list(settings.path, n, settings.directed)
+    else:
+        assert given is not None
+        built = graphs.from_networkx(given)
         if built.n_agents != n:
-            raise graphs.GraphError(f"edge list has {built.n_agents} agents, the case has {n}")
+            raise graphs.GraphError(
+                f"the graph has {built.n_agents} nodes, the case has {n} agents (task.agents)"
+            )
     return graphs.Graph(n, built.receivers, built.senders, case.positions)
+
+
+def _user_graph(config: RunConfig, given: nx.Graph | None) -> nx.Graph | None:
+    """The networkx graph a user gave (from Python, or as a GraphML file), if any."""
+    assert config.graph is not None
+    kind = config.graph.kind
+    if kind == "networkx" and given is None:
+        raise ConfigError(
+            "graph: kind 'networkx' takes the graph from Python, byzmtl.run(config, graph=G); "
+            "to run it from a file, save it with networkx.write_graphml and use kind 'graphml'"
+        )
+    if kind == "graphml":
+        if config.graph.path is None:
+            raise ConfigError("graph: a graphml graph needs a path")
+        try:
+            return graphs.read_graphml(config.graph.path)
+        except graphs.GraphError as error:
+            raise ConfigError(f"graph: {error}") from None
+    return given if kind == "networkx" else None
+
+
+def _with_graph_groups(config: RunConfig, given: nx.Graph | None) -> RunConfig:
+    """``config`` with ``task.groups`` taken from the node attribute ``group`` of the user's
+    graph, where it has one."""
+    if given is None:
+        return config
+    try:
+        groups = graphs.node_groups(given)
+    except graphs.GraphError as error:
+        raise ConfigError(f"graph: {error}") from None
+    if groups is None:
+        return config
+    if "groups" not in CASES.get(config.case).settings_model.model_fields:
+        raise ConfigError(
+            f"graph: its nodes' 'group' attribute would set the task groups, but the "
+            f"{config.case} case study fixes them by its data"
+        )
+    stated = config.task.get("groups")
+    if stated is not None and stated != groups:
+        raise ConfigError(
+            "task.groups: the graph's node attribute 'group' gives other groups; keep one"
+        )
+    return config.model_copy(update={"task": {**config.task, "groups": groups}})
 
 
 def _rule_params(config: RunConfig, name: str) -> dict[str, Any]:
@@ -92,10 +144,19 @@ def _rule_params(config: RunConfig, name: str) -> dict[str, Any]:
     return params
 
 
-def prepare(config: RunConfig | Mapping[str, Any]) -> Experiment:
-    """Build and validate every piece of a run; raises :class:`ConfigError` naming the field."""
+def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None) -> Experiment:
+    """Build and validate every piece of a run; raises :class:`ConfigError` naming the field.
+    ``graph``: a networkx graph whose nodes 0..n-1 are the agents (their node attribute
+    ``group``, if any, gives each agent's task group)."""
     started = time.perf_counter()
+    if graph is not None:
+        data = config.model_dump() if isinstance(config, RunConfig) else dict(config)
+        if data.get("graph") not in (None, {"kind": "networkx"}):
+            raise ConfigError("graph: give the graph in the configuration or from Python, not both")
+        config = {**data, "graph": {"kind": "networkx"}}
     config = (config if isinstance(config, RunConfig) else parse(dict(config))).resolved()
+    given = _user_graph(config, graph)
+    config = _with_graph_groups(config, given)
     case_class = CASES.get(config.case)
     settings = case_class.settings_model.model_validate(config.task)
     dtype = getattr(torch, str(config.dtype))
@@ -104,10 +165,13 @@ def prepare(config: RunConfig | Mapping[str, Any]) -> Experiment:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as error:
         raise ConfigError(f"device: {config.device!r} is not available ({error})") from None
-    case = case_class.from_settings(settings, config.seed, dtype, str(device))
+    try:
+        case = case_class.from_settings(settings, config.seed, dtype, str(device))
+    except CaseError as error:
+        raise ConfigError(str(error)) from None
     assert config.graph is not None
     try:
-        graph = build_graph(config.graph, case, config.seed)
+        built = build_graph(config.graph, case, config.seed, given)
     except graphs.GraphError as error:
         raise ConfigError(f"graph: {error}") from None
     byzantine = _byzantine(config, case)
@@ -123,14 +187,14 @@ def prepare(config: RunConfig | Mapping[str, Any]) -> Experiment:
         raise ConfigError(f"attack_params: {error}") from None
     try:
         simulation = Simulation(
-            case, graph, rules, attack, byzantine, config.seed, case.keys, dtype, device
+            case, built, rules, attack, byzantine, config.seed, case.keys, dtype, device
         )
     except RuleAssumptionError as error:
         raise ConfigError(f"rules: {error}") from None
     except AttackAssumptionError as error:
         raise ConfigError(f"attack: {error}") from None
     setup = time.perf_counter() - started
-    return Experiment(config, case, graph, byzantine, rules, attack, simulation, setup)
+    return Experiment(config, case, built, byzantine, rules, attack, simulation, setup)
 
 
 def _byzantine(config: RunConfig, case: CaseStudy) -> np.ndarray:
@@ -225,6 +289,9 @@ def _summary(
         "attack": config.attack,
         "byzantine": experiment.byzantine.tolist(),
         "agents": case.n_agents,
+        "agent_groups": [
+            case.group_names[g] if g < len(case.group_names) else str(g) for g in case.groups
+        ],
         "edges": experiment.graph.n_edges,
         "time_unit": case.time_unit,
         "records": records,
@@ -252,17 +319,19 @@ def run(
     config: RunConfig | Mapping[str, Any] | Experiment,
     progress: bool = False,
     on_round: Callable[[SimState, RoundOutput], None] | None = None,
+    graph: nx.Graph | None = None,
 ) -> Result:
     """Run every rule of ``config`` on the same network and data; return the :class:`Result`.
 
-    ``config`` may also be an :class:`Experiment` from :func:`prepare` (built only once).
+    ``config`` may also be an :class:`Experiment` from :func:`prepare` (built only once);
+    ``graph``: a networkx graph of the agents, as for :func:`prepare`.
     ``progress`` shows a progress bar (after the first second); ``on_round`` is called after
     every round with the new state and the round's output.
     """
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    experiment = config if isinstance(config, Experiment) else prepare(config)
+    experiment = config if isinstance(config, Experiment) else prepare(config, graph)
     started -= experiment.setup_seconds if isinstance(config, Experiment) else 0.0
     case, simulation = experiment.case, experiment.simulation
     recorder = Recorder(

@@ -7,8 +7,10 @@ sorted by (receiver, sender), so each neighbourhood is one contiguous slice of t
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree.ElementTree import ParseError
 
 import networkx as nx
 import numpy as np
@@ -136,28 +138,78 @@ def k_regular(n_agents: int, k: int, seed: int) -> Graph:
 
 
 def from_networkx(graph: nx.Graph) -> Graph:
-    """Any networkx graph; nodes are numbered in ``graph.nodes`` order. In a directed graph an arc
-    u -> v means u sends to v; an undirected edge carries messages both ways."""
-    index = {node: i for i, node in enumerate(graph.nodes)}
-    arcs = np.array([(index[u], index[v]) for u, v in graph.edges], dtype=np.int64).reshape(-1, 2)
+    """Any networkx graph whose nodes are the agent ids 0..n-1 (in any order): node k is agent
+    k. In a directed graph an arc u -> v means u sends to v; an undirected edge carries messages
+    both ways."""
+    n = _agent_nodes(graph)
+    arcs = np.array([(u, v) for u, v, *_ in graph.edges], dtype=np.int64).reshape(-1, 2)
     if graph.is_directed():
-        return from_edges(len(index), arcs[:, 1], arcs[:, 0])
-    return _undirected(len(index), arcs)
+        return from_edges(n, arcs[:, 1], arcs[:, 0])
+    return _undirected(n, arcs)
+
+
+def _agent_nodes(graph: nx.Graph) -> int:
+    """The number of agents of a networkx graph whose nodes are the agent ids 0..n-1."""
+    nodes = list(graph.nodes)
+    ids = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in nodes)
+    if not ids or sorted(nodes) != list(range(len(nodes))):
+        raise GraphError(
+            "the nodes of a networkx graph must be the agent ids 0..n-1 "
+            "(relabel it with networkx.convert_node_labels_to_integers)"
+        )
+    return len(nodes)
+
+
+def node_groups(graph: nx.Graph) -> list | None:
+    """The node attribute ``group`` of every agent 0..n-1 of a networkx graph (its task group),
+    or None when no node has one."""
+    values = [graph.nodes[k].get("group") for k in range(_agent_nodes(graph))]
+    if all(value is None for value in values):
+        return None
+    missing = [k for k, value in enumerate(values) if value is None]
+    if missing:
+        raise GraphError(f"node {missing[0]} has no 'group' attribute (other nodes have one)")
+    return values
+
+
+def read_graphml(path: str | Path) -> nx.Graph:
+    """A GraphML file whose node ids are the agent ids 0..n-1 (node attributes, such as
+    ``group``, are kept)."""
+    try:
+        return nx.read_graphml(path, node_type=int)
+    except (OSError, ValueError, nx.NetworkXError, ParseError) as error:
+        raise GraphError(f"cannot read GraphML {path}: {error}") from error
 
 
 def read_edge_list(path: str | Path, n_agents: int | None = None, directed: bool = False) -> Graph:
     """A text file of integer pairs ``u v`` per line (``#`` comments allowed). Directed: u sends
-    to v; undirected: both ways. Agents are 0..n-1, n inferred from the largest id if not given."""
+    to v; undirected: both ways. Agents are 0..n-1, n inferred from the largest id if not given;
+    an agent that appears on no line hears only itself."""
     try:
-        pairs = np.loadtxt(path, dtype=np.int64, comments="#", ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # numpy: "input contained no data"
+            pairs = np.loadtxt(path, dtype=np.int64, comments="#", ndmin=2)
     except (OSError, ValueError) as error:
         raise GraphError(f"cannot read edge list {path}: {error}") from error
-    if pairs.size and pairs.shape[1] != 2:
+    if pairs.size == 0:
+        pairs = np.zeros((0, 2), dtype=np.int64)
+    if pairs.shape[1] != 2:
         raise GraphError(f"edge list {path}: expected two agent ids per line")
-    n = int(pairs.max()) + 1 if n_agents is None and pairs.size else int(n_agents or 0)
+    if pairs.size and pairs.min() < 0:
+        raise GraphError(f"edge list {path}: agent ids must be non-negative, found {pairs.min()}")
+    largest = int(pairs.max()) + 1 if pairs.size else 0
+    if n_agents is None:
+        if not largest:
+            raise GraphError(f"edge list {path} is empty: give the number of agents")
+        n_agents = largest
+    elif largest > n_agents:
+        raise GraphError(
+            f"edge list {path} names agent {largest - 1}, but there are {n_agents} agents "
+            f"(ids 0..{n_agents - 1})"
+        )
     if directed:
-        return from_edges(n, pairs[:, 1], pairs[:, 0])
-    return _undirected(n, pairs)
+        return from_edges(n_agents, pairs[:, 1], pairs[:, 0])
+    return _undirected(n_agents, pairs)
 
 
 def geometric(

@@ -8,7 +8,9 @@ run configuration) by ``from_settings``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +24,50 @@ class Settings(BaseModel):
     """Base of every case study's settings: unknown fields are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class CaseError(ValueError):
+    """A case study cannot be built from its settings (the message names the setting)."""
+
+
+GroupsSetting = list[int | str] | str | None
+"""``task.groups``: one task group per agent, indexed by agent id, as a list of group names or
+indices, or as the path of a text file with one group per line; None: the case's default."""
+
+
+def assign_groups(
+    spec: list[int | str] | str, names: Sequence[str], n_agents: int | None
+) -> np.ndarray:
+    """(N,) group index of every agent from a ``task.groups`` setting (see ``GroupsSetting``),
+    for ``n_agents`` agents (None: as many as the setting lists); a wrong length or an unknown
+    group is a :class:`CaseError` naming the agent."""
+    source = "task.groups"
+    if isinstance(spec, str):
+        try:
+            lines = Path(spec).read_text().splitlines()
+        except OSError as error:
+            raise CaseError(f"task.groups: cannot read {spec}: {error.strerror}") from None
+        entries: list[int | str] = [line.strip() for line in lines]
+        entries = [e for e in entries if e and not str(e).startswith("#")]
+        source = f"task.groups ({spec})"
+    else:
+        entries = list(spec)
+    if n_agents is not None and len(entries) != n_agents:
+        raise CaseError(f"{source}: {len(entries)} groups for {n_agents} agents (one per agent)")
+    index = {name: g for g, name in enumerate(names)}
+    out = np.empty(len(entries), dtype=np.int64)
+    for k, entry in enumerate(entries):
+        text = str(entry)
+        if text in index:
+            out[k] = index[text]
+        elif text.isdigit() and int(text) < len(names) and not isinstance(entry, bool):
+            out[k] = int(text)
+        else:
+            raise CaseError(
+                f"{source}: agent {k} has unknown group {entry!r} "
+                f"(groups: {', '.join(names)}, or 0..{len(names) - 1})"
+            )
+    return out
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from byzmtl.datasets import DatasetError, download_mnist, load_mnist, load_synthetic_digits
-from byzmtl.tasks.base import CASES, CaseDefaults
+from byzmtl.tasks.base import CASES, CaseDefaults, CaseError, GroupsSetting, assign_groups
 from byzmtl.tasks.neural import AgentData, NeuralCase, NeuralSettings, cyclic, make_optimiser
 
 
@@ -49,8 +49,17 @@ class DigitsSettings(NeuralSettings):
     )
     download: bool = Field(False, description="fetch MNIST into data_dir if it is missing")
     synthetic_seed: int = Field(0, ge=0, description="seed of the rendered synthetic digits")
-    mnist_agents: int = Field(5, ge=0)
-    synthetic_agents: int = Field(5, ge=0)
+    mnist_agents: int | None = Field(
+        None, ge=0, description="agents classifying MNIST (default 5, or as task.groups says)"
+    )
+    synthetic_agents: int | None = Field(
+        None, ge=0, description="agents classifying synthetic digits (default 5, or as groups)"
+    )
+    groups: GroupsSetting = Field(
+        None,
+        description="the task of each agent by id, 'mnist' or 'synthetic' (a list, or a file "
+        "with one per line); default: agents 0..mnist_agents-1 MNIST, then synthetic",
+    )
     train_per_agent: int = Field(2000, ge=1, description="training images per agent")
     test_per_agent: int = Field(400, ge=1, description="test images per agent")
     mnist_batch: int = Field(64, ge=1, description="batch size of MNIST agents")
@@ -69,9 +78,32 @@ class DigitsSettings(NeuralSettings):
 
     @model_validator(mode="after")
     def _some_agents(self) -> DigitsSettings:
-        if self.mnist_agents + self.synthetic_agents == 0:
+        if self.groups is None and self.mnist_agents == 0 and self.synthetic_agents == 0:
             raise ValueError("digits needs at least one MNIST or synthetic agent")
         return self
+
+
+GROUP_NAMES = ["mnist", "synthetic"]
+
+
+def agent_groups(settings: DigitsSettings) -> np.ndarray:
+    """(N,) 0 (MNIST) or 1 (synthetic digits) for every agent, by id: ``task.groups``, which
+    ``mnist_agents`` and ``synthetic_agents`` must then agree with, or agents 0..m-1 on MNIST
+    and the next s on synthetic digits (m = s = 5 by default)."""
+    counts = (settings.mnist_agents, settings.synthetic_agents)
+    if settings.groups is None:
+        return np.repeat([0, 1], [5 if c is None else c for c in counts])
+    groups = assign_groups(settings.groups, GROUP_NAMES, None)
+    fields = ("mnist_agents", "synthetic_agents")
+    for g, (field, count) in enumerate(zip(fields, counts, strict=True)):
+        found = int(np.count_nonzero(groups == g))
+        if count is not None and count != found:
+            raise CaseError(
+                f"task.{field}: {count}, but task.groups has {found} {GROUP_NAMES[g]} agents"
+            )
+    if not len(groups):
+        raise CaseError("task.groups: digits needs at least one agent")
+    return groups
 
 
 def paper_cnn() -> nn.Sequential:
@@ -115,11 +147,12 @@ def _split(
     return list(zip(x, labels[:needed].reshape(agents, per_agent), strict=True))
 
 
-def load(settings: DigitsSettings) -> list[AgentData]:
-    """Every agent's images: MNIST agents first, then synthetic-digit agents."""
-    data: list[AgentData] = []
-    m, s = settings.mnist_agents, settings.synthetic_agents
-    if m:
+def load(settings: DigitsSettings, groups: np.ndarray) -> list[AgentData]:
+    """Every agent's images by id: the j-th MNIST agent (in id order) takes the j-th slice of
+    MNIST, the j-th synthetic agent the j-th slice of the synthetic digits."""
+    data: list[AgentData | None] = [None] * len(groups)
+    mnist_ids, synthetic_ids = np.flatnonzero(groups == 0), np.flatnonzero(groups == 1)
+    if len(mnist_ids):
         try:
             mnist = [load_mnist(settings.data_dir, split) for split in ("train", "test")]
         except DatasetError:
@@ -127,10 +160,13 @@ def load(settings: DigitsSettings) -> list[AgentData]:
                 raise
             download_mnist(settings.data_dir)
             mnist = [load_mnist(settings.data_dir, split) for split in ("train", "test")]
-        train = _split(*mnist[0], m, settings.train_per_agent, f"{settings.data_dir} (MNIST)")
-        test = _split(*mnist[1], m, settings.test_per_agent, f"{settings.data_dir} (MNIST)")
-        data += [AgentData(*a, *b) for a, b in zip(train, test, strict=True)]
-    if s:
+        source, m = f"{settings.data_dir} (MNIST)", len(mnist_ids)
+        train = _split(*mnist[0], m, settings.train_per_agent, source)
+        test = _split(*mnist[1], m, settings.test_per_agent, source)
+        for k, a, b in zip(mnist_ids, train, test, strict=True):
+            data[k] = AgentData(*a, *b)
+    if len(synthetic_ids):
+        s = len(synthetic_ids)
         synthetic = load_synthetic_digits(
             s * settings.train_per_agent,
             s * settings.test_per_agent,
@@ -142,8 +178,9 @@ def load(settings: DigitsSettings) -> list[AgentData]:
             synthetic.x_train, synthetic.y_train, s, settings.train_per_agent, source, True
         )
         test = _split(synthetic.x_test, synthetic.y_test, s, settings.test_per_agent, source, True)
-        data += [AgentData(*a, *b) for a, b in zip(train, test, strict=True)]
-    return data
+        for k, a, b in zip(synthetic_ids, train, test, strict=True):
+            data[k] = AgentData(*a, *b)
+    return [d for d in data if d is not None]
 
 
 @CASES.register("digits")
@@ -170,17 +207,18 @@ class DigitClassification(NeuralCase):
         dtype: torch.dtype = torch.float32,
         device: str = "cpu",
     ) -> DigitClassification:
-        m, s = settings.mnist_agents, settings.synthetic_agents
+        groups = agent_groups(settings)
+        batches = np.where(groups == 0, settings.mnist_batch, settings.synthetic_batch)
         return cls(
             paper_cnn(),
-            load(settings),
+            load(settings, groups),
             seed=seed,
             optimiser=make_optimiser(settings.optimizer, settings.lr),
             epochs=settings.epochs,
-            batch_size=[settings.mnist_batch] * m + [settings.synthetic_batch] * s,
-            step_probability=cyclic(settings.step_probability, m + s),
-            groups=[0] * m + [1] * s,
-            group_names=["mnist", "synthetic"],
+            batch_size=batches.tolist(),
+            step_probability=cyclic(settings.step_probability, len(groups)),
+            groups=groups,
+            group_names=GROUP_NAMES,
             eval_train=settings.eval_train,
             dtype=dtype,
             device=device,
@@ -188,7 +226,7 @@ class DigitClassification(NeuralCase):
 
     def default_byzantine(self, count: int) -> np.ndarray | None:
         """Two attackers: the middle agent of each group (agents 2 and 7 in the paper)."""
-        mnist = int(np.count_nonzero(self.groups == 0))
-        if count != 2 or not 0 < mnist < self.n_agents:
+        members = [np.flatnonzero(self.groups == g) for g in (0, 1)]
+        if count != 2 or not all(len(m) for m in members):
             return None
-        return np.array([mnist // 2, mnist + (self.n_agents - mnist) // 2])
+        return np.sort([m[len(m) // 2] for m in members])

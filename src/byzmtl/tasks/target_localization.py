@@ -10,8 +10,13 @@ psi_k = w_k + mu * (q - w_k). The loss of any estimate w on k's sample is
 l_k(w) = (d + u^T x_k - u^T w)^2, always with the receiver's own x_k (a deliberate fix of the
 authors' code, which used the sender's position there).
 
-Agents are numbered along a space-filling curve (their identities, which key all randomness,
-travel with them), so that neighbours sit close in memory; results do not depend on numbering.
+Agents are numbered along a space-filling curve of their positions (agent 0 is the first on the
+curve), so that neighbours on the geometric graph sit close in memory; the numbering is the
+agents' id everywhere (a user's graph, ``task.groups``, ``byzantine``, results). Each agent's
+identity, which keys all its randomness, is fixed before the numbering, so results do not depend
+on it. Targets: ``task.groups`` gives each agent's target by id (a list of target indices or
+names ``target-g``, or a file with one per line); by default agents are split evenly between the
+targets, in the order of their identities (which the numbering scatters in space).
 
 Metrics per iteration and agent, after combining: ``loss`` = l_k(w_k) on the current sample (the
 paper's metric) and ``msd`` = ||w_k - w0_k||^2 (the squared distance to the true target).
@@ -29,7 +34,14 @@ from torch import Tensor
 from byzmtl import rng
 from byzmtl.graph import spatial_order
 from byzmtl.ops import row_dot, squared_norm
-from byzmtl.tasks.base import CASES, CaseDefaults, CaseStudy, Settings
+from byzmtl.tasks.base import (
+    CASES,
+    CaseDefaults,
+    CaseStudy,
+    GroupsSetting,
+    Settings,
+    assign_groups,
+)
 
 _CHUNK_VALUES = 1 << 21  # samples generated at once: (iterations x agents) per chunk
 
@@ -53,6 +65,11 @@ class TargetLocalizationSettings(Settings):
     observation_noise: tuple[float, float] = (0.1, 0.2)
     noisy_agents: int = Field(5, ge=0, description="agents whose regressor noise is larger")
     noisy_regressor_noise: float = Field(0.1, ge=0)
+    groups: GroupsSetting = Field(
+        None,
+        description="the target of each agent by id: a list of target indices (or names "
+        "target-g), or a file with one per line; default: agents split evenly between targets",
+    )
 
     @field_validator("regressor_noise", "observation_noise")
     @classmethod
@@ -157,7 +174,10 @@ class TargetLocalization(CaseStudy):
         )
         renaming = np.empty(n, dtype=np.int64)
         renaming[spatial_order(positions)] = np.arange(n)
-        return case.permuted(renaming)
+        case = case.permuted(renaming)
+        if settings.groups is not None:
+            case = case.regrouped(assign_groups(settings.groups, case.group_names, n))
+        return case
 
     def permuted(self, permutation: np.ndarray) -> TargetLocalization:
         """The same case study with agent k renamed ``permutation[k]``."""
@@ -167,19 +187,33 @@ class TargetLocalization(CaseStudy):
             out[permutation] = values
             return out
 
-        return TargetLocalization(
-            seed=self.seed,
+        return self._copy(
             keys=move(self.keys),
             positions=move(self.positions),
             groups=move(self.groups),
-            targets=self.targets,
             regressor_noise=move(self.regressor_noise),
             observation_noise=move(self.observation_noise),
-            mu=self.mu,
-            iterations=self.n_rounds,
-            dtype=self.dtype,
-            device=str(self.device),
         )
+
+    def regrouped(self, groups: np.ndarray) -> TargetLocalization:
+        """The same case study with agent k seeking target ``groups[k]``."""
+        return self._copy(groups=np.asarray(groups, dtype=np.int64))
+
+    def _copy(self, **changes: object) -> TargetLocalization:
+        settings: dict[str, object] = {
+            "seed": self.seed,
+            "keys": self.keys,
+            "positions": self.positions,
+            "groups": self.groups,
+            "targets": self.targets,
+            "regressor_noise": self.regressor_noise,
+            "observation_noise": self.observation_noise,
+            "mu": self.mu,
+            "iterations": self.n_rounds,
+            "dtype": self.dtype,
+            "device": str(self.device),
+        }
+        return TargetLocalization(**{**settings, **changes})  # type: ignore[arg-type]
 
     def _tensor(self, values: np.ndarray) -> Tensor:
         return torch.as_tensor(values, dtype=self.dtype, device=self.device)
