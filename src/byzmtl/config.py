@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,7 +41,7 @@ class ConfigError(ValueError):
 class GraphSettings(BaseModel):
     """The communication graph. ``kind`` picks the builder; the other fields are its parameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal[
         "geometric",
@@ -62,7 +69,7 @@ class GraphSettings(BaseModel):
 class RunConfig(BaseModel):
     """One run: a case study, its network, the rules to compare, the attack."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     case: str
     seed: int = Field(0, ge=0)
@@ -100,6 +107,23 @@ class RunConfig(BaseModel):
         if value is not None:
             ATTACKS.get(value)
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        unused = sorted(set(self.rule_params) - set(self.rules))
+        if unused:
+            known = unused[0] in RULES.names()
+            raise ValueError(
+                f"rule_params.{unused[0]}: "
+                + ("that rule is not in rules" if known else f"unknown rule {unused[0]!r}")
+                + f" (rules: {', '.join(self.rules)})"
+            )
+        if self.byzantine is not None and self.attackers:
+            raise ValueError(
+                f"byzantine: explicit ids and attackers = {self.attackers} both choose the "
+                "Byzantine agents; give one of them"
+            )
+        return self
 
     def resolved(self) -> RunConfig:
         """This run with every default filled in from the case study (as config.toml holds it)."""
@@ -141,7 +165,7 @@ def _one_line(error: ValidationError, prefix: str = "") -> str:
     first = error.errors()[0]
     location = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
     message = first["msg"].removeprefix("Value error, ")
-    return f"{location or 'config'}: {message}"
+    return f"{location}: {message}" if location else message  # model checks name their field
 
 
 def parse(data: dict[str, Any]) -> RunConfig:
@@ -189,7 +213,10 @@ def dotted(assignments: list[str]) -> dict[str, Any]:
             value = text
         node = out
         *parents, leaf = key.strip().split(".")
-        for part in parents:
+        for depth, part in enumerate(parents):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                table = ".".join(parents[: depth + 1])
+                raise ConfigError(f"--set {item!r}: {table} was set to a value, not a table")
         node[leaf] = value
     return out

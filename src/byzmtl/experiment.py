@@ -160,6 +160,7 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
     case_class = CASES.get(config.case)
     settings = case_class.settings_model.model_validate(config.task)
     dtype = getattr(torch, str(config.dtype))
+    _check_representable(config, dtype)
     try:
         device = torch.device(config.device)
         torch.empty(0, device=device)
@@ -195,6 +196,18 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
         raise ConfigError(f"attack: {error}") from None
     setup = time.perf_counter() - started
     return Experiment(config, case, built, byzantine, rules, attack, simulation, setup)
+
+
+def _check_representable(config: RunConfig, dtype: torch.dtype) -> None:
+    """Every number of the run's scores and parameters fits the run's precision."""
+    largest = torch.finfo(dtype).max
+    values = {"nu": config.nu, "r0": config.r0}
+    for rule, params in config.rule_params.items():
+        values.update({f"rule_params.{rule}.{key}": v for key, v in params.items()})
+    values.update({f"attack_params.{key}": v for key, v in config.attack_params.items()})
+    for name, value in values.items():
+        if isinstance(value, float | int) and not isinstance(value, bool) and abs(value) > largest:
+            raise ConfigError(f"{name}: {value:g} overflows {config.dtype} (at most {largest:.3g})")
 
 
 def _byzantine(config: RunConfig, case: CaseStudy) -> np.ndarray:

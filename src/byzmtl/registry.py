@@ -1,14 +1,21 @@
 """Name -> class registries for the plug-ins (rules, attacks, case studies).
 
 Plug-ins are dataclasses; ``create`` validates the parameters a user gives against the fields of
-the class, so a misspelt parameter is an error that names it, never a silent default.
+the class: a misspelt parameter is an error that names it, never a silent default, and a value
+is checked against the field's type hint (``f: int`` refuses 1.5, ``value: float`` refuses
+"abc" and non-finite numbers), including constraints declared with ``typing.Annotated`` (for
+example ``Annotated[float, annotated_types.Gt(0)]``), before the class's own checks run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Any, Generic, TypeVar
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 T = TypeVar("T")
 
@@ -72,7 +79,31 @@ class Registry(Generic[T]):
                 f"{self.kind} {name!r} has no parameter {unknown[0]!r} "
                 f"(parameters: {', '.join(self.parameters(name)) or 'none'})"
             )
+        hints = _type_hints(cls)
+        for key, value in params.items():
+            if key in hints:
+                try:
+                    params[key] = _adapter(hints[key]).validate_python(value)
+                except ValidationError as error:
+                    problem = error.errors()[0]["msg"]
+                    raise RegistryError(
+                        f"{self.kind} {name!r}: parameter {key}={value!r}: {problem}"
+                    ) from None
         try:
             return cls(**params)
         except (TypeError, ValueError) as error:
             raise RegistryError(f"{self.kind} {name!r}: {error}") from error
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved type hints of a dataclass's fields (empty when they cannot be resolved)."""
+    try:
+        return typing.get_type_hints(cls, include_extras=True)
+    except (NameError, TypeError):
+        return {}
+
+
+@cache
+def _adapter(hint: Any) -> TypeAdapter:
+    """A validator for values of type ``hint`` (finite numbers only)."""
+    return TypeAdapter(hint, config=ConfigDict(allow_inf_nan=False))

@@ -21,9 +21,9 @@ from byzmtl.registry import Registry
 
 
 class Settings(BaseModel):
-    """Base of every case study's settings: unknown fields are errors."""
+    """Base of every case study's settings: unknown fields and non-finite numbers are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CaseError(ValueError):
