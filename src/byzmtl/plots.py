@@ -78,8 +78,8 @@ def axis_scale(values: Iterable[float] | np.ndarray, allow_log: bool = True) -> 
 
     Positive data: log when max / min > 10, else linear. Data with zeros or negatives: symlog
     when the nonzero magnitudes, from their 10th percentile p up to their maximum, span more
-    than a decade (linear within +-p, rounded down to a power of ten), else linear. Linear for
-    no finite data or when ``allow_log`` is false.
+    than a decade (linear within +-p, rounded down to a power of ten, and at most 12 decades
+    below the maximum), else linear. Linear for no finite data or when ``allow_log`` is false.
     """
     data = np.asarray(values, dtype=float).ravel()
     data = data[np.isfinite(data)]
@@ -93,7 +93,8 @@ def axis_scale(values: Iterable[float] | np.ndarray, allow_log: bool = True) -> 
     floor = float(np.percentile(magnitudes, 10, method="lower"))
     if _decades(floor, magnitudes.max()) <= 1:
         return "linear", {}
-    return "symlog", {"linthresh": float(10 ** np.floor(np.log10(floor)))}
+    power = max(np.floor(np.log10(floor)), np.floor(np.log10(magnitudes.max())) - 12)
+    return "symlog", {"linthresh": float(10.0**power)}
 
 
 def _decades(low: float, high: float) -> float:
@@ -175,7 +176,8 @@ def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
 def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
     """Write ``fig`` as ``stem``.<format> for every format (each through a temporary file and a
     rename: readers never see half a figure) and close it."""
-    written = []
+    written, umask = [], os.umask(0)
+    os.umask(umask)
     try:
         for name in formats:
             path = stem.with_name(f"{stem.name}.{name}")
@@ -183,7 +185,7 @@ def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = ("png",)) -> l
             os.close(handle)
             try:
                 fig.savefig(temporary, dpi=DPI, format=name)
-                os.chmod(temporary, 0o644)
+                os.chmod(temporary, 0o666 & ~umask)  # mkstemp's files: owner only
                 os.replace(temporary, path)
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)
@@ -544,11 +546,12 @@ def _plot_hints(summary: dict[str, Any]) -> tuple[list[str], list[str] | None]:
     if isinstance(hints, dict):
         log = hints.get("log_metrics")
         return list(hints.get("groups") or []), None if log is None else list(log)
+    from byzmtl.registry import RegistryError
     from byzmtl.tasks import CASES
 
     try:
         case = CASES.get(str(summary.get("case")))
-    except Exception:
+    except RegistryError:  # e.g. a plugin's case study, not imported here
         return [], None
     groups = list(summary.get("groups") or []) if case.plot_groups else []
     return groups, sorted(case.log_metrics)
