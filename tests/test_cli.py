@@ -40,6 +40,7 @@ def test_run_writes_a_complete_results_folder(tmp_path: Path) -> None:
         "diagnostics.png",
         "figure.png",
         "metrics.csv",
+        "network.npz",
         "network.png",
         "summary.json",
     ]

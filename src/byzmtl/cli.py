@@ -6,6 +6,7 @@
     byzmtl bench [--json]
     byzmtl matrix target-localization --rules all --attacks all --attackers 20 --seeds 0,1,2 \
         --out runs/matrix
+    byzmtl plot runs/tl --format png,pdf --band p10-p90
 
 Every setting of a run can come from ``--config FILE.toml``; flags override the file, and
 ``--set KEY=VALUE`` reaches any setting (``--set task.mu=0.2``). Bad input exits with status 2 and
@@ -200,6 +201,25 @@ def command_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_plot(args: argparse.Namespace) -> int:
+    from byzmtl import plots
+
+    run_dir: Path = args.run_dir
+    if not (run_dir / "metrics.csv").is_file() and not (run_dir / "summary.json").is_file():
+        raise CommandError(f"run_dir: {run_dir} holds no run (no metrics.csv or summary.json)")
+    try:
+        formats = plots.check_formats(args.format)
+        plots.band_columns(args.band)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    warnings = plots.draw_figures(run_dir, formats, args.band)
+    for line in warnings:
+        print(f"byzmtl: warning: {line}", file=sys.stderr)
+    if not args.quiet:
+        print(f"figures: {run_dir} ({', '.join(formats)})")
+    return 1 if warnings else 0
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     """A plain-text table of every rule's final metrics (mean [min, max] over normal agents)."""
     metrics = summary["metrics"]
@@ -323,6 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--overwrite", action="store_true", help="start the folder afresh")
     grid.add_argument("--quiet", action="store_true", help="print nothing on success")
     grid.set_defaults(handler=command_matrix)
+
+    redraw = commands.add_parser(
+        "plot",
+        help="redraw a run's figures from its results folder (exit 1 if one is not drawn)",
+    )
+    redraw.add_argument("run_dir", type=Path, help="results folder of byzmtl run")
+    redraw.add_argument(
+        "--format", type=_csv, default=["png"], help="comma-separated: png, pdf, svg (default png)"
+    )
+    redraw.add_argument(
+        "--band", default="minmax", help="minmax (default) or a percentile band such as p10-p90"
+    )
+    redraw.add_argument("--quiet", action="store_true", help="print nothing on success")
+    redraw.set_defaults(handler=command_plot)
     return parser
 
 

@@ -5,7 +5,9 @@
 
 One cell is one (attack, seed): a run of all the rules on the same network, data and attackers
 (``none``, no cooperation, is always among them: it is the reference of the ratios and of the
-regret). Attack ``none`` is the run without attackers. Every cell is validated before the first
+regret). Attack ``none`` is the run without attackers. matrix.csv and cells/ use these names
+(attack ``none``, rule ``none``: unambiguous there, by column); matrix.md and matrix.png show
+them as "no attack" and "none (no cooperation)". Every cell is validated before the first
 one runs, then written to ``DIR/cells/<attack>-seed<seed>.json`` (resolved configuration and
 summary) as soon as it finishes, so an interrupted matrix resumes where it stopped: a cell whose
 file holds the same configuration and every requested rule is not run again.
@@ -302,7 +304,9 @@ def markdown(matrix: Matrix, table: pd.DataFrame, metrics: Sequence[str]) -> str
         f"# Resilience matrix: {matrix.case}",
         "",
         f"Seeds {', '.join(map(str, matrix.seeds))}; each cell: final value, mean ± standard "
-        "deviation over seeds. Attack `none`: no attackers.",
+        f"deviation over seeds. Column *{plots.NO_ATTACK_LABEL}*: the runs without attackers "
+        f"(attack `{NO_ATTACK}` in matrix.csv); row *{plots.NO_COOPERATION_LABEL}*: every agent "
+        "alone, the reference of the ratios.",
     ]
     lines.extend(f"\nLeft out: `{a}` ({why})." for a, why in matrix.skipped.items())
     tables = []
@@ -314,7 +318,8 @@ def markdown(matrix: Matrix, table: pd.DataFrame, metrics: Sequence[str]) -> str
     tables.append(("own_task_weight", "weight on senders of the own task (mean over agents)"))
     for column, title in tables:
         lines += ["", f"## {title}", ""]
-        lines.append("| rule | " + " | ".join(matrix.attacks) + " |")
+        attacks = [plots.matrix_label(attack, "attack") for attack in matrix.attacks]
+        lines.append("| rule \\ attack | " + " | ".join(attacks) + " |")
         lines.append("|---|" + "---|" * len(matrix.attacks))
         indexed = table.set_index(["rule", "attack"])
         for rule in matrix.rules:
@@ -325,7 +330,7 @@ def markdown(matrix: Matrix, table: pd.DataFrame, metrics: Sequence[str]) -> str
                 if f"{column}_sd" in row:
                     text += f" ± {_number(row[f'{column}_sd'])}"
                 cells.append(text)
-            lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+            lines.append(f"| {plots.matrix_label(rule, 'rule')} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

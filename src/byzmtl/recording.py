@@ -121,6 +121,13 @@ class Diagnostics:
     seed, data and attackers), reduced to its mean and max over normal agents. Regret needs the
     ``none`` rule in the run (it is in the default set) and the loss metric; otherwise it is NaN.
 
+    Time: rows are rounds. With ``time_unit`` "iteration" (one round per iteration) the round is
+    the ``iteration`` column. With another unit (``epoch`` in the learning case studies) the
+    table has a ``round`` column and a ``<time_unit>`` column on the metrics' time axis: the
+    time of round r (1-based) is interpolated linearly through (0, 0) and the records' points
+    (round, ``record_times[i]``), so with T rounds per epoch round r is at epoch r / T, each
+    record at its own epoch, and diagnostics and metrics share one axis.
+
     Rounds only append references to buffers; the reductions run in blocks of rounds.
     """
 
@@ -133,8 +140,13 @@ class Diagnostics:
         rule_names: Sequence[str],
         loss_metric: str | None,
         device: torch.device | str = "cpu",
+        time_unit: str = "iteration",
+        record_times: Sequence[float] | np.ndarray | None = None,
     ) -> None:
         self.rule_names = list(rule_names)
+        self.time_unit = time_unit
+        self.round_column = "iteration" if time_unit == "iteration" else "round"
+        self._record_times = None if record_times is None else np.asarray(record_times, float)
         self.reference = self.rule_names.index("none") if "none" in self.rule_names else None
         self.loss_metric = loss_metric if self.reference is not None else None
         to_normal = normal[receivers]
@@ -200,9 +212,10 @@ class Diagnostics:
         totals.index_add_(2, receivers, weights.index_select(2, edges))
         return totals.index_select(2, self._normal)
 
-    def table(self, time_name: str = "iteration") -> pd.DataFrame:
-        """Long table: one row per (rule, round) with the columns of ``DIAGNOSTICS``; rounds are
-        numbered from 1; regret columns are NaN on rounds without a record."""
+    def table(self) -> pd.DataFrame:
+        """Long table: one row per (rule, round) with the round (from 1; see the class docstring
+        for the time columns) and the columns of ``DIAGNOSTICS``; regret columns are NaN on
+        rounds without a record."""
         self._flush()
         rules = len(self.rule_names)
         per_round = np.concatenate(self._rounds) if self._rounds else np.zeros((0, rules, 4))
@@ -212,13 +225,33 @@ class Diagnostics:
         for recorded, stats in self._records:
             values[recorded, :, 4:] = stats
         ordered = values.transpose(1, 0, 2).reshape(-1, len(DIAGNOSTICS))
+        numbers = np.arange(1, rounds + 1)
         columns: dict[str, object] = {
             "rule": np.repeat(self.rule_names, rounds),
-            time_name: np.tile(np.arange(1, rounds + 1), rules),
+            self.round_column: np.tile(numbers, rules),
         }
+        if self.round_column != "iteration":
+            columns[self.time_unit] = np.tile(self.round_times(numbers), rules)
         for c, name in enumerate(DIAGNOSTICS):
             columns[name] = ordered[:, c]
         return pd.DataFrame(columns)
+
+    def round_times(self, rounds: np.ndarray) -> np.ndarray:
+        """The time (in ``time_unit``) of each 1-based round: linear through (0, 0) and the
+        records' (round, time) points, extended past the last record along its last step;
+        rounds themselves without ``record_times``, NaN where nothing was recorded yet."""
+        rounds = np.asarray(rounds, dtype=float)
+        if self._record_times is None:
+            return rounds
+        known_rounds = np.concatenate([[0.0], np.asarray(self._recorded, float) + 1])
+        known_times = np.concatenate([[0.0], self._record_times[: len(self._recorded)]])
+        if len(known_rounds) < 2:
+            return np.full_like(rounds, np.nan)
+        times = np.interp(rounds, known_rounds, known_times)
+        beyond = rounds > known_rounds[-1]
+        step = (known_times[-1] - known_times[-2]) / (known_rounds[-1] - known_rounds[-2])
+        times[beyond] = known_times[-1] + step * (rounds[beyond] - known_rounds[-1])
+        return times
 
     def summary(
         self, final_fraction: float, table: pd.DataFrame | None = None
@@ -234,7 +267,7 @@ class Diagnostics:
         out: dict[str, dict[str, Any]] = {}
         for rule in self.rule_names:
             rows = table[table["rule"] == rule]
-            tail = rows[rows["iteration"] > first]
+            tail = rows[rows[self.round_column] > first]
             recorded = rows.dropna(subset=["regret_mean"]).iloc[-1:]
 
             def final(column: str, part: pd.DataFrame) -> float | None:

@@ -52,35 +52,25 @@ def write_results(result: Result, out: Path, overwrite: bool = False) -> Path:
         experiment = result.experiment
         if result.diagnostics is not None:
             result.diagnostics.to_csv(staging / "diagnostics.csv", index=False)
-            plots.diagnostics_figure(
-                result.diagnostics, staging / "diagnostics.png", title=_title(result)
+        case, warnings = experiment.case, []
+        try:  # a run never fails in drawing: what cannot be drawn becomes a warning
+            plots.save_network(
+                staging / "network.npz",
+                experiment.graph,
+                case.groups,
+                case.group_names,
+                experiment.byzantine,
             )
-        plots.metrics_figure(
-            result.metrics,
-            experiment.case.metric_names,
-            experiment.case.time_unit,
-            staging / "figure.png",
-            log_metrics=experiment.case.log_metrics,
-            groups=experiment.case.group_names if experiment.case.plot_groups else (),
-            title=_title(result),
-        )
-        plots.network_figure(
-            experiment.graph,
-            experiment.case.groups,
-            experiment.byzantine,
-            staging / "network.png",
-            group_names=experiment.case.group_names,
-        )
+        except Exception as error:
+            warnings.append(f"network.npz: not written ({type(error).__name__}: {error})")
+        warnings += plots.draw_figures(staging)
+        summary = dict(result.summary, warnings=[*result.summary.get("warnings", []), *warnings])
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
-
-
-def _title(result: Result) -> str:
-    s = result.summary
-    return f"{s['case']}: {len(s['byzantine'])} Byzantine ({s['attack']}), seed {s['seed']}"
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:
