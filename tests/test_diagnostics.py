@@ -68,7 +68,7 @@ def test_summary_and_metrics_keep_their_format(result) -> None:
     }
     for rule in ("average", "loss", "none"):
         entry = summary["rules"][rule]
-        assert set(entry["final"]["loss"]) == {"mean", "min", "max"}
+        assert set(entry["final"]["loss"]) == {"mean", "min", "max", "worst"}
         assert set(entry["groups"]) <= set(summary["groups"])
         assert set(entry["diagnostics"]) == {"byzantine_weight", "own_task_weight", "regret"}
     window = result.diagnostics[result.diagnostics["rule"] == "loss"].tail(3)
@@ -122,3 +122,25 @@ def test_sparse_records_give_regret_at_records_and_weights_every_round(result) -
             "own_task_weight_mean"
         ].reset_index(drop=True),
     )
+
+
+def test_percentiles_and_the_worst_agent_come_from_the_per_agent_values() -> None:
+    rounds: list[np.ndarray] = []  # (R, N) loss of every agent, every round
+
+    def keep(state, output) -> None:
+        rounds.append(output.metrics["loss"].numpy().copy())
+
+    result = run(SMALL | {"rules": ["loss", "none"], "percentiles": [10, 90]}, on_round=keep)
+    normal = result.experiment.normal
+    values = np.stack(rounds)[:, :, normal]  # (rounds, R, normal agents)
+    table = result.metrics[result.metrics["group"] == "all"]
+    for r, rule in enumerate(["loss", "none"]):
+        rows = table[table["rule"] == rule]
+        for p in (10, 90):
+            expected = np.percentile(values[:, r], p, axis=1)
+            np.testing.assert_allclose(rows[f"loss_p{p}"], expected, rtol=1e-12)
+        final = result.summary["rules"][rule]["final"]["loss"]
+        window = values[-3:, r]  # the final 10% of 30 iterations
+        assert final["worst"] == pytest.approx(window.mean(0).max())
+        assert final["max"] == pytest.approx(window.max(1).mean())
+        assert final["p90"] == pytest.approx(np.percentile(window, 90, axis=1).mean())

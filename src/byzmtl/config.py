@@ -81,6 +81,11 @@ class RunConfig(BaseModel):
     byzantine: list[int] | None = Field(None, description="explicit Byzantine agent ids")
     nu: float | None = Field(None, gt=0, lt=1, description="forgetting factor of scores")
     r0: float | None = Field(None, gt=0, description="initial accumulated score")
+    percentiles: list[float] = Field(
+        default_factory=list,
+        description="percentiles of the normal agents recorded besides mean, min and max "
+        "(e.g. [10, 90]: <metric>_p10 and _p90 columns, and figure bands from 10 to 90)",
+    )
     dtype: Literal["float32", "float64"] | None = None
     device: str = "cpu"
     graph: GraphSettings | None = None
@@ -107,6 +112,13 @@ class RunConfig(BaseModel):
         if value is not None:
             ATTACKS.get(value)
         return value
+
+    @field_validator("percentiles")
+    @classmethod
+    def _percentages(cls, value: list[float]) -> list[float]:
+        if not all(0 < p < 100 for p in value):
+            raise ValueError("every percentile must lie in (0, 100)")
+        return sorted(set(value))
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

@@ -28,7 +28,7 @@ from byzmtl import graph as graphs
 from byzmtl.attacks import ATTACKS, Attack, AttackAssumptionError
 from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
 from byzmtl.engine import RoundOutput, SimState, Simulation
-from byzmtl.recording import STATISTICS, Diagnostics, Recorder
+from byzmtl.recording import Diagnostics, Recorder
 from byzmtl.registry import RegistryError
 from byzmtl.rules import RULES, Rule, RuleAssumptionError
 from byzmtl.tasks import CASES, CaseError, CaseStudy
@@ -276,17 +276,20 @@ def _summary(
         if state.contained is None
         else state.contained.cpu().numpy()
     )
+    worst = recorder.worst() if records else None
     rules: dict[str, Any] = {}
     for r, rule in enumerate(recorder.rule_names):
         per_subset: dict[str, Any] = {}
         for s, subset in enumerate(recorder.subset_names):
-            per_subset[subset] = {
-                metric: {
+            per_subset[subset] = {}
+            for metric, values in arrays.items():
+                final = {
                     stat: float(np.mean(values[-window:, r, s, i]))
-                    for i, stat in enumerate(STATISTICS)
+                    for i, stat in enumerate(recorder.statistics)
                 }
-                for metric, values in arrays.items()
-            }
+                if worst is not None:
+                    final["worst"] = float(worst[metric][r, s])
+                per_subset[subset][metric] = final
         entry: dict[str, Any] = {"final": per_subset.pop("all")}
         if per_subset:
             entry["groups"] = {name: {"final": value} for name, value in per_subset.items()}
@@ -311,6 +314,10 @@ def _summary(
         "final_window": window,
         "metrics": list(case.metric_names),
         "groups": list(case.group_names),
+        "plot": {
+            "groups": list(case.group_names) if case.plot_groups else [],
+            "log_metrics": sorted(case.log_metrics),
+        },
         "diagnostics": {
             "regret_reference": None if diagnostics.reference is None else "none",
             "regret_metric": diagnostics.loss_metric,
@@ -347,6 +354,8 @@ def run(
     experiment = config if isinstance(config, Experiment) else prepare(config, graph)
     started -= experiment.setup_seconds if isinstance(config, Experiment) else 0.0
     case, simulation = experiment.case, experiment.simulation
+    times = case.time_values()
+    window = max(1, round(case.final_fraction * len(times)))
     recorder = Recorder(
         case.metric_names,
         experiment.config.rules,
@@ -354,6 +363,9 @@ def run(
         case.groups,
         case.group_names,
         simulation.device,
+        experiment.config.percentiles,
+        final_start=len(times) - window,
+        higher_is_better=case.higher_is_better,
     )
     graph = experiment.graph
     diagnostics = Diagnostics(
@@ -364,6 +376,8 @@ def run(
         experiment.config.rules,
         case.loss_metric if case.loss_metric in case.metric_names else None,
         simulation.device,
+        time_unit=case.time_unit,
+        record_times=times,
     )
     bar = tqdm(
         total=case.n_rounds,
@@ -386,7 +400,6 @@ def run(
     with bar:
         state = simulation.run(on_round=record)
     compute = time.perf_counter() - computing
-    times = case.time_values()
     metrics = recorder.table(case.time_unit, times)
     table = diagnostics.table()
     wall = time.perf_counter() - started

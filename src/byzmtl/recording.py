@@ -15,12 +15,21 @@ import torch
 from torch import Tensor
 
 STATISTICS = ("mean", "min", "max")
+
+
+def percentile_name(p: float) -> str:
+    """The statistic name of percentile ``p`` (10 -> "p10", 2.5 -> "p2.5")."""
+    return f"p{p:g}"
+
+
 _BUFFER_VALUES = 1 << 22
 
 
 class Recorder:
     """Collects (R, N) per-agent metrics each recorded round; reduces them over the normal agents
-    of every subset ("all" and each task group that has normal agents)."""
+    of every subset ("all" and each task group that has normal agents) to their mean, min, max
+    and the ``percentiles`` asked for. From record ``final_start`` on (the final window), it
+    also sums every agent's own values, for the worst agent's final-window mean (``worst``)."""
 
     def __init__(
         self,
@@ -30,8 +39,13 @@ class Recorder:
         groups: np.ndarray,
         group_names: Sequence[str],
         device: torch.device | str = "cpu",
+        percentiles: Sequence[float] = (),
+        final_start: int | None = None,
+        higher_is_better: frozenset[str] = frozenset(),
     ) -> None:
         self.metric_names, self.rule_names = tuple(metric_names), list(rule_names)
+        self.statistics = (*STATISTICS, *(percentile_name(p) for p in percentiles))
+        self._quantiles = torch.tensor([p / 100 for p in percentiles], dtype=torch.float64)
         subsets = [("all", np.flatnonzero(normal))]
         for g, name in enumerate(group_names):
             members = np.flatnonzero(normal & (groups == g))
@@ -41,9 +55,19 @@ class Recorder:
         self._subsets = [torch.as_tensor(m, device=device) for _, m in subsets]
         self._buffer: list[dict[str, Tensor]] = []
         self._blocks: list[dict[str, np.ndarray]] = []
+        self._count = 0
+        self._final_start, self._higher = final_start, higher_is_better
+        self._final_sums: dict[str, Tensor] = {}
+        self._final_records = 0
 
     def add(self, metrics: dict[str, Tensor]) -> None:
         """Record one round: name -> (R, N) per-agent values."""
+        if self._final_start is not None and self._count >= self._final_start:
+            for name in self.metric_names:
+                total = self._final_sums.get(name)
+                self._final_sums[name] = metrics[name].double() + (0 if total is None else total)
+            self._final_records += 1
+        self._count += 1
         self._buffer.append(metrics)
         first = metrics[self.metric_names[0]]
         if len(self._buffer) * first.numel() >= _BUFFER_VALUES:
@@ -59,19 +83,37 @@ class Recorder:
             for members in self._subsets:
                 part = values.index_select(2, members)
                 stats.append(torch.stack([part.mean(2), part.amin(2), part.amax(2)], -1))
-            block[name] = torch.stack(stats, 2).double().cpu().numpy()  # (K, R, S, 3)
+                if len(self._quantiles):
+                    q = torch.quantile(part, self._quantiles.to(part.device, part.dtype), 2)
+                    stats[-1] = torch.cat([stats[-1], q.movedim(0, -1)], -1)
+            block[name] = torch.stack(stats, 2).double().cpu().numpy()  # (K, R, S, statistics)
         self._blocks.append(block)
         self._buffer = []
 
     @property
     def n_records(self) -> int:
-        return sum(len(b[self.metric_names[0]]) for b in self._blocks) + len(self._buffer)
+        return self._count
+
+    def worst(self) -> dict[str, np.ndarray] | None:
+        """name -> (rules, subsets): the final-window mean of the worst normal agent of each
+        subset (the largest, or the smallest for metrics where higher is better); None before
+        the final window."""
+        if not self._final_records:
+            return None
+        out = {}
+        for name, total in self._final_sums.items():
+            mean = total / self._final_records  # (R, N)
+            pick = torch.amin if name in self._higher else torch.amax
+            out[name] = torch.stack(
+                [pick(mean.index_select(1, members), 1) for members in self._subsets], 1
+            )
+        return {name: value.cpu().numpy() for name, value in out.items()}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """name -> (records, rules, subsets, 3 statistics)."""
+        """name -> (records, rules, subsets, statistics): mean, min, max, then percentiles."""
         self._flush()
         if not self._blocks:
-            empty = (0, len(self.rule_names), len(self.subset_names), len(STATISTICS))
+            empty = (0, len(self.rule_names), len(self.subset_names), len(self.statistics))
             return {name: np.zeros(empty) for name in self.metric_names}
         return {n: np.concatenate([b[n] for b in self._blocks]) for n in self.metric_names}
 
@@ -87,8 +129,8 @@ class Recorder:
             time_name: np.asarray(time_values)[:records][index[2]],
         }
         for name, values in arrays.items():
-            ordered = values.transpose(1, 2, 0, 3).reshape(-1, len(STATISTICS))
-            for s, stat in enumerate(STATISTICS):
+            ordered = values.transpose(1, 2, 0, 3).reshape(-1, len(self.statistics))
+            for s, stat in enumerate(self.statistics):
                 columns[f"{name}_{stat}"] = ordered[:, s]
         return pd.DataFrame(columns)
 
