@@ -444,13 +444,13 @@ class Simulation:
             frozen = previous.index_select(1, self.byzantine_ids)
             psi = psi.index_copy(1, self.byzantine_ids, frozen)
         psi, failed_steps = keep_finite(psi, previous)
-        sent, own = (None, None)
+        sent, own, heard = None, None, psi
         if self.attack_edges.numel():
-            sent, own = self._attack(i, previous, psi, batch)
+            sent, own, heard = self._attack(i, previous, psi, batch)
         pair_losses = None
         if self.scored and self.dense and self._sender_losses is not None:
-            pair_losses = self._sender_losses(psi[self._scored_rows], batch)
-        round_ = _Round(i, previous, psi, sent, batch, pair_losses)
+            pair_losses = self._sender_losses(heard[self._scored_rows], batch)
+        round_ = _Round(i, previous, heard, sent, batch, pair_losses)
         if len(self.shards) == 1:
             new, weights, rule_states = self._shard_step(self.shards[0], round_, state.rule_states)
         else:
@@ -654,10 +654,13 @@ class Simulation:
 
     def _attack(
         self, i: int, previous: Tensor, psi: Tensor, batch: Any
-    ) -> tuple[tuple[Tensor, Tensor | None], Tensor | None]:
-        """The Byzantine senders' messages (R, B, d) on every attacked edge, non-finite ones
-        zeroed, with their (R, B) finite mask (None when every message is finite); and the
-        Byzantine agents' own models the attack sets (R, n_b, d), or None."""
+    ) -> tuple[tuple[Tensor, Tensor | None] | None, Tensor | None, Tensor]:
+        """What the Byzantine senders send, and their own models if the attack sets them
+        ((R, n_b, d), or None). Messages are either per attacked edge, (R, B, d) with non-finite
+        ones zeroed and their (R, B) finite mask (None when every message is finite), or, for an
+        attack that broadcasts one finite message per sender, folded into the models every
+        receiver hears (psi with the Byzantine rows replaced): then the first is None and the
+        round's edges are all combined and scored from those models."""
         assert self.attack is not None
         context = self.attack_context
 
@@ -665,18 +668,26 @@ class Simulation:
             return self.task.edge_losses(candidates, context.receivers, batch)
 
         inputs = AttackInputs(context, i, psi, previous, loss_of)
-        expected = (psi.shape[0], self.attack_edges.numel(), psi.shape[2])
         name = self.attack.name
-        sent = _checked(self.attack.messages(inputs), expected, f"{name}.messages", "(R, B, d)")
+        shape = (psi.shape[0], self.byzantine_ids.numel(), psi.shape[2])
+        broadcast = self.attack.broadcast(inputs)
+        if broadcast is not None:
+            broadcast = _checked(broadcast, shape, f"{name}.broadcast", "(R, n_b, d)")
+            broadcast = broadcast.to(psi.dtype)
+            sent = broadcast.index_select(1, context.sender_rank)
+        else:
+            expected = (psi.shape[0], self.attack_edges.numel(), psi.shape[2])
+            sent = _checked(self.attack.messages(inputs), expected, f"{name}.messages", "(R, B, d)")
         own = self.attack.own_models(inputs, sent)
         if own is not None:
-            shape = (psi.shape[0], self.byzantine_ids.numel(), psi.shape[2])
             own = _checked(own, shape, f"{name}.own_models", "(R, n_b, d)").to(psi.dtype)
         sent = sent.to(psi.dtype)
         if math.isfinite(float(sent.sum())):  # then no entry is NaN or infinite
-            return (sent, None), own
+            if broadcast is not None:
+                return None, own, psi.index_copy(1, self.byzantine_ids, broadcast)
+            return (sent, None), own, psi
         sent_finite = torch.isfinite(sent).all(-1)
-        return (sent.masked_fill(~sent_finite[..., None], 0.0), sent_finite), own
+        return (sent.masked_fill(~sent_finite[..., None], 0.0), sent_finite), own, psi
 
     def run(
         self,

@@ -144,6 +144,14 @@ class Attack(ABC):
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): the message sent on each attacked edge, for each replica."""
 
+    def broadcast(self, x: AttackInputs) -> Tensor | None:
+        """(R, n_b, d): the one message each Byzantine agent (in the order of
+        ``x.context.byzantine_ids``) sends to all its receivers this round; or None (the
+        default) when messages differ per receiver and come from ``messages``. An attack that
+        broadcasts lets the engine score and combine its messages like honest models (all pairs
+        at once on dense graphs)."""
+        return None
+
     def own_models(self, x: AttackInputs, sent: Tensor) -> Tensor | None:
         """The Byzantine agents' own models after this round, (R, n_b, d) in the order of
         ``x.context.byzantine_ids``, given the round's messages ``sent`` (R, B, d); or None (the

@@ -92,7 +92,7 @@ class PaperScaled(Attack):
     def __post_init__(self) -> None:
         _check_scale(self.scale)
 
-    def _scaled_models(self, x: AttackInputs) -> Tensor:
+    def broadcast(self, x: AttackInputs) -> Tensor:
         """(R, n_b, d): every Byzantine agent's psi_b times its factors of this round."""
         psi = x.psi.index_select(1, x.context.byzantine_ids)
         sizes = x.context.segments(psi.shape[-1])
@@ -103,10 +103,10 @@ class PaperScaled(Attack):
         return psi.mul_(factors.repeat_interleave(repeats, dim=1))
 
     def messages(self, x: AttackInputs) -> Tensor:
-        return self._scaled_models(x).index_select(1, x.context.sender_rank)
+        return self.broadcast(x).index_select(1, x.context.sender_rank)
 
     def own_models(self, x: AttackInputs, sent: Tensor) -> Tensor:
-        return self._scaled_models(x)
+        return self.broadcast(x)  # what it sent (the same draws)
 
 
 @ATTACKS.register("noise")
