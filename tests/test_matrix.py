@@ -119,5 +119,6 @@ def test_a_folder_that_is_not_a_matrix_is_refused(tmp_path, capsys) -> None:
             "--seeds", "0", *TINY, "--out", str(tmp_path / "m")]  # fmt: skip
     assert main(args) == 2
     assert "holds files that are not a matrix" in capsys.readouterr().err
-    assert main([*args, "--overwrite", "--quiet"]) == 0
-    assert not (tmp_path / "m" / "summary.json").exists()
+    assert main([*args, "--overwrite", "--quiet"]) == 2  # --overwrite replaces only a matrix
+    assert "holds files that are not a matrix" in capsys.readouterr().err
+    assert (tmp_path / "m" / "summary.json").read_text() == "{}"

@@ -20,14 +20,16 @@ import importlib.util
 import json
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from byzmtl.attacks import ATTACKS
 from byzmtl.config import ConfigError, dotted, merge, parse, read_toml
 from byzmtl.datasets import DatasetError
 from byzmtl.registry import RegistryError
+from byzmtl.results import FigureWarning
 from byzmtl.rules import RULES
 from byzmtl.tasks import CASES
 
@@ -161,22 +163,30 @@ def load_config(args: argparse.Namespace, case: str | None) -> dict[str, Any]:
 
 
 def _default_out(case: str) -> Path:
+    """The default results folder; claimed with a suffix -2, -3, ... where it is taken."""
     return Path("runs") / f"{case}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from byzmtl.destination import claim, claim_new
     from byzmtl.experiment import prepare, run
-    from byzmtl.results import check_destination
+    from byzmtl.results import RUN, check_destination, write_into
 
     config = parse(load_config(args, args.case))
-    out = args.out or _default_out(config.case)
-    check_destination(out, args.overwrite)
+    if args.out is not None:
+        check_destination(args.out, args.overwrite)  # before anything is built or written
     experiment = prepare(config)  # everything (data files included) is checked before running
-    result = run(experiment, progress=not args.no_progress)
-    result.save(out, overwrite=args.overwrite)
+    destination = (
+        claim(args.out, args.overwrite, RUN)
+        if args.out is not None
+        else claim_new(_default_out(config.case), RUN)
+    )
+    with destination:  # held from before the computation: a second writer fails at once
+        result = run(experiment, progress=not args.no_progress)
+        write_into(result, destination)
     if not args.quiet:
         print(summary_table(result.summary))
-        print(f"results: {out}")
+        print(f"results: {destination.out}")
     return 0
 
 
@@ -360,11 +370,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_figure_warnings() -> None:
+    """Print a figure left out (:class:`~byzmtl.results.FigureWarning`) as one line, every time;
+    other warnings as Python does."""
+    shown = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, FigureWarning):
+            print(f"byzmtl: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.simplefilter("always", FigureWarning)
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args))
+        with warnings.catch_warnings():
+            _show_figure_warnings()
+            return int(args.handler(args))
     except (ConfigError, RegistryError, CommandError, DatasetError) as error:
         print(f"byzmtl: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -23,7 +23,12 @@ The folder then holds:
                  own_task_weight and regret (the diagnostics, averaged over seeds)
     matrix.md    the same as Markdown tables, one per metric, rules x attacks
     matrix.png   heatmaps of the mean metrics against no cooperation
-    cells/       one JSON file per (attack, seed)
+    cells/       one JSON file per (attack, seed); strict JSON (non-finite numbers are null)
+
+A matrix is written by one process at a time (the folder is claimed with a lock: a second one
+fails at once), in place so that it can resume; a figure that cannot be drawn is left out with a
+warning. ``--overwrite`` replaces only a matrix folder, and assembles the new matrix beside the
+old one, which stays in place until the new one is complete (see :mod:`byzmtl.destination`).
 
 Attack parameters are given per attack: ``--attack-param null-space.push=5``.
 """
@@ -31,6 +36,7 @@ Attack parameters are given per attack: ``--attack-param null-space.push=5``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -45,9 +51,17 @@ import pandas as pd
 from byzmtl import plots
 from byzmtl.attacks import ATTACKS, AttackAssumptionError
 from byzmtl.config import ConfigError, RunConfig, parse
+from byzmtl.destination import (
+    Kind,
+    check,
+    claim,
+    remove_temporaries,
+    temporary_beside,
+    write_atomic,
+)
 from byzmtl.experiment import prepare, run
 from byzmtl.registry import RegistryError
-from byzmtl.results import write_atomic
+from byzmtl.results import draw_figure, strict_json
 from byzmtl.rules import RULES
 from byzmtl.tasks import CASES
 
@@ -81,6 +95,14 @@ class Matrix:
     out: Path
 
 
+def is_matrix_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a matrix (its ``cells`` folder)."""
+    return (folder / "cells").is_dir()
+
+
+MATRIX = Kind("a matrix", is_matrix_folder, resumable=True)
+
+
 def plan(
     base: dict[str, Any],
     rules: Sequence[str],
@@ -91,10 +113,11 @@ def plan(
 ) -> Matrix:
     """Resolve names (``all``), build and validate every cell; raise :class:`ConfigError`
     naming the bad field before anything runs. ``base`` is a raw run configuration whose
-    ``attack_params`` are tables per attack name. ``out`` must be a matrix folder (or new)
-    unless ``overwrite``."""
+    ``attack_params`` are tables per attack name. ``out`` must be new, empty or a matrix
+    folder."""
     if "case" not in base:
         raise ConfigError("case: name a case study")
+    check(out, overwrite, MATRIX)
     case = CASES.get(str(base["case"])).name
     if not seeds:
         raise ConfigError("seeds: give at least one seed")
@@ -140,8 +163,6 @@ def plan(
         cells.extend(Cell(attack, s, _cell_config(common, attack, params, s)) for s in seeds)
     runnable = [a for a in chosen_attacks if a not in skipped]
     cells.sort(key=lambda cell: (runnable.index(cell.attack), seeds.index(cell.seed)))
-    if not overwrite:
-        _check_out(out)
     return Matrix(case, chosen_rules, runnable, list(seeds), cells, skipped, out)
 
 
@@ -178,13 +199,6 @@ def _cell_config(
     return parse(data).resolved()
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out: {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "cells").is_dir():
-        raise ConfigError(f"out: {out} holds files that are not a matrix (use --overwrite)")
-
-
 def _stored(path: Path, cell: Cell, rules: list[str]) -> dict[str, Any] | None:
     """The stored result of ``cell`` if it is complete and made with the same configuration."""
     if not path.is_file():
@@ -194,7 +208,8 @@ def _stored(path: Path, cell: Cell, rules: list[str]) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     config = {k: v for k, v in stored.get("config", {}).items() if k != "rules"}
-    wanted = {k: v for k, v in cell.config.model_dump(mode="json").items() if k != "rules"}
+    written = json.loads(strict_json(cell.config.model_dump(mode="json")))  # as stored
+    wanted = {k: v for k, v in written.items() if k != "rules"}
     if config != wanted or not set(rules) <= set(stored.get("summary", {}).get("rules", {})):
         return None
     return stored
@@ -206,13 +221,30 @@ def execute(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
-    """Run the cells not already done (one line per cell to ``log``), then write the tables and
-    the figure; returns the table of matrix.csv."""
+    """Claim the folder, run the cells not already done (one line per cell to ``log``), then
+    write the tables and the figure; returns the table of matrix.csv. With ``overwrite`` the new
+    matrix is assembled beside the old one, which stays in place until the new one is complete
+    (see :mod:`byzmtl.destination`)."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    if overwrite and matrix.out.exists():
-        shutil.rmtree(matrix.out)
-    cells_dir = matrix.out / "cells"
+    with claim(matrix.out, overwrite, MATRIX) as destination:
+        if not overwrite:
+            return _fill(matrix, destination.target, progress, log)
+        staging = destination.staging()
+        try:
+            table = _fill(matrix, staging, progress, log)
+            destination.commit(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return table
+
+
+def _fill(matrix: Matrix, folder: Path, progress: bool, log: Callable[[str], None]) -> pd.DataFrame:
+    """Run the missing cells into ``folder/cells``, then write the tables and the figure."""
+    cells_dir = folder / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(folder)  # of a killed writer: this process holds the folder
+    remove_temporaries(cells_dir)
     for attack, reason in matrix.skipped.items():
         log(f"skipping attack {attack}: {reason}")
     results: dict[tuple[str, int], dict[str, Any]] = {}
@@ -228,24 +260,32 @@ def execute(
         started = time.perf_counter()
         result = run(cell.config, progress=progress)
         stored = {"config": cell.config.model_dump(mode="json"), "summary": result.summary}
-        write_atomic(path, json.dumps(stored, indent=1) + "\n")
+        write_atomic(path, strict_json(stored, indent=1))
         results[(cell.attack, cell.seed)] = stored
         log(f"{head}: {time.perf_counter() - started:.1f} s")
     table = tabulate(matrix, results)
     metrics = _metrics(results)
-    write_atomic(matrix.out / "matrix.csv", table.to_csv(index=False))
-    write_atomic(matrix.out / "matrix.md", markdown(matrix, table, metrics))
-    staging = matrix.out / ".matrix.tmp.png"  # then renamed: readers never see half a figure
-    plots.matrix_figure(
-        table,
-        matrix.rules,
-        matrix.attacks,
-        metrics,
-        CASES.get(matrix.case).higher_is_better,
-        staging,
-        f"{matrix.case}: seeds {', '.join(map(str, matrix.seeds))}",
+    write_atomic(folder / "matrix.csv", table.to_csv(index=False))
+    write_atomic(folder / "matrix.md", markdown(matrix, table, metrics))
+    figure = folder / "matrix.png"
+    drawing = temporary_beside(figure)  # then renamed: readers never see half a figure
+    skipped = draw_figure(
+        drawing,
+        lambda path: plots.matrix_figure(
+            table,
+            matrix.rules,
+            matrix.attacks,
+            metrics,
+            CASES.get(matrix.case).higher_is_better,
+            path,
+            f"{matrix.case}: seeds {', '.join(map(str, matrix.seeds))}",
+        ),
+        figure.name,
     )
-    staging.replace(matrix.out / "matrix.png")
+    if skipped is None:
+        os.replace(drawing, figure)
+    else:
+        figure.unlink(missing_ok=True)  # an older figure would not show this table
     return table
 
 

@@ -589,7 +589,9 @@ def draw_figures(
         if not isinstance(summary, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as error:
-        warnings.append(f"summary.json unreadable ({_reason(error)}): figures without metadata")
+        warnings.append(
+            f"summary.json unreadable ({failure_reason(error)}): figures without metadata"
+        )
         summary = {}
     title = run_title(summary)
     rules = list(summary.get("rules") or {}) or None
@@ -626,11 +628,12 @@ def draw_figures(
             save_figure(draw(), run_dir / name, formats)
         except Exception as error:  # a run never fails in drawing: report, go on
             plt.close("all")
-            warnings.append(f"{name}: not drawn ({_reason(error)})")
+            warnings.append(f"{name}: not drawn ({failure_reason(error)})")
     return warnings
 
 
-def _reason(error: BaseException) -> str:
+def failure_reason(error: BaseException) -> str:
+    """``Error: first line of its message``, for one-line warnings."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 

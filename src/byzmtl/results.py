@@ -1,100 +1,156 @@
-"""The results folder of a run, written atomically.
+"""The results folder of a run, written so that a run never loses its result.
 
     config.toml    the resolved configuration (rerun it with ``byzmtl run --config``)
     metrics.csv    rule, group, <time>, <metric>_mean, <metric>_min, <metric>_max per record
-    summary.json   see the README's "Results format"
     diagnostics.csv  rule, iteration, weight on Byzantine / own-task senders, regret (per round)
+    summary.json   see the README's "Results format"; strict JSON (non-finite numbers are null),
+                   with ``warnings``: one line per figure that could not be drawn
     figure.png     per metric a panel: per rule a mean line and a min-max band
     diagnostics.png  the diagnostics over rounds (see byzmtl.recording.Diagnostics)
     network.png    agents coloured by task, Byzantine agents in red, edges drawn
 
-The folder is assembled under a temporary name beside its destination and renamed into place at
-the end, so a reader never sees a half-written run and a failed run leaves nothing behind.
+Guarantees (the mechanism is :mod:`byzmtl.destination`):
+
+- One writer per folder: the destination is claimed with a lock (the CLI claims it before the
+  computation), so a second writer fails at once with a one-line error and deletes nothing.
+  Default names never collide: a name taken by another run gets a suffix ``-2``, ``-3``, ...
+- A reader never sees a partial run: the folder is assembled under a staging name beside its
+  destination, tables first, then the figures, and put in place in one step at the end.
+- A figure that cannot be drawn (an attack that drove a metric to zero or infinity, say) is
+  left out with a warning (:class:`FigureWarning`, recorded in summary.json); the tables stay.
+- ``overwrite`` replaces only a byzmtl run (a folder with config.toml and a summary.json written
+  by byzmtl), and only once the new run is complete: the two folders are exchanged atomically
+  (Linux), then the old one is deleted. Elsewhere two renames leave a short window without the
+  folder; a writer killed in it leaves the old run beside it, which the next claim puts back.
+- A killed writer leaves no stuck lock; its staging folder is removed by the next claim of the
+  same destination (or by any default-named run in the same folder).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import math
 import shutil
-import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from byzmtl.config import ConfigError
+from byzmtl.destination import Destination, Kind, check, claim
 
 if TYPE_CHECKING:
     from byzmtl.experiment import Result
 
-RUN_MARKER = "summary.json"
+
+class FigureWarning(UserWarning):
+    """A figure could not be drawn and was left out; the results it shows are still written."""
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a byzmtl run: a config.toml and a summary.json that names the
+    byzmtl version which wrote it."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    versions = summary.get("versions") if isinstance(summary, dict) else None
+    written = isinstance(versions, dict) and "byzmtl" in versions
+    return written and (folder / "config.toml").is_file()
+
+
+RUN = Kind("a run", is_run_folder)
 
 
 def check_destination(out: Path, overwrite: bool) -> None:
-    """Refuse a folder that already holds a run (unless ``overwrite``) or that is not a folder."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out: {out} exists and is not a folder")
-    if out.is_dir() and not overwrite and any(out.iterdir()):
-        held = "a run" if (out / RUN_MARKER).exists() else "files"
-        raise ConfigError(f"out: {out} already holds {held} (use --overwrite to replace it)")
+    """Refuse at once, writing nothing, a destination a run cannot be written to (see
+    :func:`byzmtl.destination.check`)."""
+    check(out, overwrite, RUN)
 
 
 def write_results(result: Result, out: Path, overwrite: bool = False) -> Path:
-    """Write ``result`` into the folder ``out`` (see the module docstring)."""
-    from byzmtl import plots
+    """Claim the folder ``out`` and write ``result`` into it (see the module docstring)."""
+    with claim(Path(out), overwrite, RUN) as destination:
+        return write_into(result, destination)
 
-    check_destination(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+
+def write_into(result: Result, destination: Destination) -> Path:
+    """Write ``result`` into a destination claimed for a run (with :data:`RUN`)."""
+    staging = destination.staging()
     try:
-        (staging / "config.toml").write_text(result.config.to_toml())
-        result.metrics.to_csv(staging / "metrics.csv", index=False)
-        (staging / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-        experiment = result.experiment
-        if result.diagnostics is not None:
-            result.diagnostics.to_csv(staging / "diagnostics.csv", index=False)
-        case, warnings = experiment.case, []
-        try:  # a run never fails in drawing: what cannot be drawn becomes a warning
-            plots.save_network(
-                staging / "network.npz",
-                experiment.graph,
-                case.groups,
-                case.group_names,
-                experiment.byzantine,
-            )
-        except Exception as error:
-            warnings.append(f"network.npz: not written ({type(error).__name__}: {error})")
-        warnings += plots.draw_figures(staging)
-        summary = dict(result.summary, warnings=[*result.summary.get("warnings", []), *warnings])
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _swap_into_place(staging, out)
+        summary = _write_tables(result, staging)
+        skipped = _draw_figures(result, staging)
+        if skipped:
+            (staging / "summary.json").write_text(strict_json({**summary, "warnings": skipped}))
+        destination.commit(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out
+    return destination.out
 
 
-def _swap_into_place(staging: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out)
+def _write_tables(result: Result, folder: Path) -> dict[str, Any]:
+    """config.toml, metrics.csv, diagnostics.csv and summary.json; returns the summary written."""
+    (folder / "config.toml").write_text(result.config.to_toml())
+    result.metrics.to_csv(folder / "metrics.csv", index=False)
+    if result.diagnostics is not None:
+        result.diagnostics.to_csv(folder / "diagnostics.csv", index=False)
+    summary = {**result.summary, "warnings": []}
+    (folder / "summary.json").write_text(strict_json(summary))
+    return summary
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a text file via a temporary file and a rename (with the permissions a plain write
-    would give it: mkstemp creates files readable by their owner only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def _draw_figures(result: Result, folder: Path) -> list[str]:
+    """Draw figures: save what the figures need (network.npz) and draw every figure of the run
+    from the folder's files (:func:`byzmtl.plots.draw_figures`, as ``byzmtl plot`` does);
+    returns the one-line warnings of what could not be drawn, each also issued as a
+    :class:`FigureWarning`."""
+    from byzmtl import plots
+
+    experiment, case = result.experiment, result.experiment.case
+    lines = []
+    network = draw_figure(
+        folder / "network.npz",
+        lambda path: plots.save_network(
+            path, experiment.graph, case.groups, case.group_names, experiment.byzantine
+        ),
+    )
+    if network is not None:
+        lines.append(network)
+    percentiles = result.config.percentiles
+    band = f"p{percentiles[0]:g}-p{percentiles[-1]:g}" if len(percentiles) > 1 else "minmax"
+    for line in plots.draw_figures(folder, band=band):
+        warnings.warn(line, FigureWarning, stacklevel=2)
+        lines.append(line)
+    return lines
+
+
+def draw_figure(path: Path, draw: Callable[[Path], None], name: str = "") -> str | None:
+    """Call ``draw(path)``; where it raises, remove what it left at ``path``, warn
+    (:class:`FigureWarning`) and return the one-line warning ``NAME: not drawn (Error: ...)``,
+    naming the figure ``name`` (by default the name of ``path``), instead of raising."""
+    from byzmtl.plots import failure_reason
+
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(handle, 0o666 & ~umask)
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        draw(path)
+    except Exception as error:
+        path.unlink(missing_ok=True)
+        line = f"{name or path.name}: not drawn ({failure_reason(error)})"
+        warnings.warn(line, FigureWarning, stacklevel=2)
+        return line
+    return None
+
+
+def strict_json(value: Any, indent: int = 2) -> str:
+    """``value`` as strict JSON (RFC 8259 has no NaN or Infinity): non-finite floats become
+    null. Ends with a newline."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
