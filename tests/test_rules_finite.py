@@ -190,3 +190,18 @@ def test_clipped_gossip_clips_a_message_whose_distance_overflows() -> None:
     models = RULES.create("clipped-gossip", {"tau": 1.0}).step(RuleInputs.sent(edges, psi), {})[0]
     expected = torch.full((2,), 0.5 / math.sqrt(2), dtype=F32)  # psi_0 + clip(v, 1) / 2
     torch.testing.assert_close(models.models[0], expected)
+
+
+def test_hardened_rule_keeps_its_clipping_radius_through_a_step_that_overflows() -> None:
+    edges = Neighbourhoods.from_graph(graphs.complete(2))
+    rule = RULES.create("hardened-loss")
+    state = rule.init_state(edges, F64)
+    losses = torch.ones(edges.n_edges, dtype=F64)
+    psi = torch.tensor([[0.0], [0.0]], dtype=F64)
+    for previous in ([[1.0], [1.0]], [[1e200], [1.0]]):  # agent 0's second step overflows
+        x = RuleInputs.sent(edges, psi, torch.tensor(previous, dtype=F64), losses)
+        out, state = rule.step(x, state)
+    assert torch.isfinite(state["s"]).all()
+    far = torch.tensor([[0.0], [100.0]], dtype=F64)  # then agent 1 sends a far model
+    out, _ = rule.step(RuleInputs.sent(edges, far, far, losses), state)
+    assert out.models[0, 0] <= 0.5  # moved by at most (1 - c_00) * tau_0 = 0.5 * 0.5 * 1
