@@ -74,13 +74,13 @@ class Neighbourhoods:
             self._cache[key] = self.is_self.to(dtype)
         return self._cache[key]  # type: ignore[return-value]
 
-    def self_floor(self, dtype: torch.dtype) -> Tensor:
-        """(E,): the smallest normal float of ``dtype`` on self-loops, 0 elsewhere. Added to
-        inverse scores it changes nothing, except that a receiver whose own score is +inf still
-        keeps itself."""
-        key = ("self_floor", dtype)
+    def score_floor(self, dtype: torch.dtype) -> Tensor:
+        """(E,): 2 |N_k| / finfo.max on every edge (k, l), the smallest score :func:`inverse`
+        inverts: below it 1 / score would let a neighbourhood's sum of affinities overflow."""
+        key = ("score_floor", dtype)
         if key not in self._cache:
-            self._cache[key] = self.is_self.to(dtype) * torch.finfo(dtype).tiny
+            degrees = self.degrees.to(dtype).index_select(0, self.receivers)
+            self._cache[key] = degrees * (2.0 / torch.finfo(dtype).max)
         return self._cache[key]  # type: ignore[return-value]
 
     @cached_property
@@ -100,7 +100,8 @@ class Neighbourhoods:
 
     def combine(self, weights: Tensor, messages: Tensor) -> Tensor:
         """w_k = sum over l in N_k of c_lk * m_lk, for every receiver of every replica:
-        weights (R, E) and messages (R, E, d) -> (R, N, d). Non-finite messages must be zeroed."""
+        weights (R, E) and messages (R, E, d) -> (R, N, d). Non-finite messages must be zeroed;
+        for weights from :meth:`normalise` the result is finite (:func:`within_range`)."""
         replicas, n_edges, dim = messages.shape
         key = ("layout", replicas)
         if key not in self._cache:
@@ -109,7 +110,7 @@ class Neighbourhoods:
             self._cache[key] = (offsets, torch.arange(replicas * n_edges, device=offsets.device))
         offsets, columns = self._cache[key]  # type: ignore[misc]
         flat = segment_sums(offsets, columns, weights.reshape(-1), messages.reshape(-1, dim))
-        return flat.reshape(replicas, self.n_agents, dim)
+        return within_range(flat.reshape(replicas, self.n_agents, dim))
 
     def _replicated_receivers(self, replicas: int) -> Tensor:
         """(R * E,) receiver of each edge of R stacked copies of the graph, copy r's agents
@@ -121,13 +122,39 @@ class Neighbourhoods:
         return self._cache[key]  # type: ignore[return-value]
 
     def normalise(self, affinities: Tensor) -> Tensor:
-        """c_lk = a_lk / sum over m in N_k of a_mk, for (E,) or (R, E) affinities."""
+        """c_lk = a_lk / sum over m in N_k of a_mk, for (E,) or (R, E) affinities.
+
+        Sound for any affinities: the weights are finite, >= 0 and sum to one over every
+        neighbourhood. NaN and negative affinities count as 0; where a receiver's affinities
+        are not all finite or their sum overflows, they are first divided by their largest
+        (then +inf affinities share the weight equally and the others get 0); a receiver whose
+        affinities are all 0 keeps itself (c_kk = 1). The check costs one read of the
+        affinities; receivers whose affinities are finite, >= 0 and of finite positive sum
+        get exactly a_lk / sum."""
         flat = affinities.reshape(-1)
         replicas = flat.numel() // self.n_edges
         index = self._replicated_receivers(replicas)
         totals = flat.new_zeros(replicas * self.n_agents).index_add_(0, index, flat)
+        low, high = torch.aminmax(totals)
+        if not (low > 0 and high < torch.inf and flat.min() >= 0):
+            return self._normalise_any(flat, index).view(affinities.shape)
         per_edge = totals.index_select(0, index)
         return torch.div(flat, per_edge, out=per_edge).view(affinities.shape)
+
+    def _normalise_any(self, flat: Tensor, index: Tensor) -> Tensor:
+        """:meth:`normalise` for affinities that are not all finite and >= 0 with a finite
+        positive sum per receiver (see there)."""
+        size = index.numel() // self.n_edges * self.n_agents
+        clean = torch.fmax(flat, flat.new_zeros(()))  # NaN and negative -> 0
+        totals = clean.new_zeros(size).index_add_(0, index, clean)
+        sound = ((totals > 0) & (totals < torch.inf)).index_select(0, index)
+        peak = clean.new_zeros(size).scatter_reduce_(0, index, clean, "amax").index_select(0, index)
+        scaled = torch.where(peak < torch.inf, clean / peak, (clean == torch.inf).to(clean.dtype))
+        self_loops = self.is_self.repeat(index.numel() // self.n_edges)
+        scaled = torch.where(peak > 0, scaled, self_loops.to(clean.dtype))
+        shares = torch.where(sound, clean, scaled)
+        totals = shares.new_zeros(size).index_add_(0, index, shares)
+        return shares / totals.index_select(0, index)
 
     def sum_per_receiver(self, values: Tensor) -> Tensor:
         """sum over l in N_k of values[(k, l)], for every k; ``values`` is (E,) or (E, d)."""
@@ -233,8 +260,10 @@ class WeightRule(Rule):
 
         c_lk = a_lk / sum over m in N_k of a_mk,     w_k = sum over l in N_k of c_lk * m_lk.
 
-    Every receiver must give itself a positive affinity, so that weights are defined. The engine
-    normalises and combines all weight rules of a run at once; ``step`` does it for one.
+    :meth:`Neighbourhoods.normalise` turns any affinities into weights (a receiver whose
+    affinities are all 0 keeps itself); scores are best inverted with :func:`inverse`, whose
+    affinities never overflow a sum. The engine normalises and combines all weight rules of a
+    run at once; ``step`` does it for one.
     """
 
     @abstractmethod
@@ -250,6 +279,31 @@ class WeightRule(Rule):
         weights, state = self.weights(x, state)
         models = x.edges.combine(weights[None], x.messages[None])[0]
         return Combination(models, weights), state
+
+
+def inverse(scores: Tensor, edges: Neighbourhoods) -> Tensor:
+    """(E,) 1 / r_lk for non-negative scores, r_lk floored at 2 |N_k| / finfo.max (see
+    :meth:`Neighbourhoods.score_floor`): 1 / 0 is then the largest affinity whose sum over any
+    neighbourhood stays finite, and 1 / +inf is 0."""
+    return torch.maximum(scores, edges.score_floor(scores.dtype)).reciprocal_()
+
+
+def power_of_two_below(magnitudes: Tensor, limits: Tensor | float) -> Tensor:
+    """Powers of two s <= 1, one per finite magnitude m >= 0, such that m * s < limit (limits
+    >= 1, one for all or one per magnitude); s = 1 wherever m is below 2^t, the largest power
+    of two <= limit. Multiplying by s is exact (short of underflow), so values scaled by s keep
+    their order and their ratios."""
+    limits = torch.as_tensor(limits, dtype=magnitudes.dtype, device=magnitudes.device)
+    top = torch.frexp(limits).exponent - 1
+    shift = (top - torch.frexp(magnitudes).exponent).clamp_max_(0)
+    return torch.exp2(shift.to(magnitudes.dtype))
+
+
+def within_range(models: Tensor) -> Tensor:
+    """``models`` clamped (in place) to +-finfo.max: a convex combination of finite values is
+    finite, but its rounding can carry it past the largest float, to +-inf."""
+    largest = torch.finfo(models.dtype).max
+    return models.clamp_(-largest, largest)
 
 
 def accumulate(previous: Tensor, new: Tensor, nu: float) -> Tensor:

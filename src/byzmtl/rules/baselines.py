@@ -20,6 +20,7 @@ from byzmtl.rules.base import (
     WeightRule,
     accumulate,
     check_forgetting,
+    inverse,
 )
 
 
@@ -51,6 +52,11 @@ class Distance(WeightRule):
 
     g_lk <- (1 - nu) * g_lk + nu * ||psi_l - w_k(i-1)||^2,   g_lk(0) = r0,
     c_lk = (1 / g_lk) / sum over m in N_k of (1 / g_mk)     (no filter).
+
+    A distance that overflows is +inf, as is a non-finite message's: 1 / g_lk = 0 from then on
+    (a receiver whose every g_lk is +inf keeps itself, c_kk = 1). Distances that underflow to 0
+    are inverted as the smallest g whose inverses cannot overflow a sum
+    (:func:`~byzmtl.rules.base.inverse`).
     """
 
     nu: float = 0.1
@@ -69,4 +75,4 @@ class Distance(WeightRule):
         if not x.all_finite:
             distance = distance.masked_fill(~x.finite, torch.inf)
         g = accumulate(state["g"], distance, self.nu)
-        return g.clamp_min(torch.finfo(g.dtype).tiny).reciprocal(), {"g": g}
+        return inverse(g, x.edges), {"g": g}

@@ -7,17 +7,34 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from byzmtl.rules.base import RULES, RuleInputs, RuleState, WeightRule
+from byzmtl.rules.base import RULES, RuleInputs, RuleState, WeightRule, power_of_two_below
 
 
 def clip_factors(x: RuleInputs, tau: Tensor | float) -> Tensor:
     """(E,) s_lk = min(1, tau / ||m_lk - psi_k||): the factor that clips edge (k, l)'s difference
     to the receiver's own model at radius tau (per receiver when ``tau`` is (N,)); 0 for
-    non-finite messages, 1 on self-loops."""
+    non-finite messages, 1 on self-loops. Where ||m_lk - psi_k||^2 overflows, the distance is
+    computed on m_lk and psi_k scaled by a power of two (:func:`scaled_factors`)."""
     distance = x.squared_distances(x.psi).sqrt()
     radius = tau if isinstance(tau, float) else tau.index_select(0, x.edges.receivers)
     factors = torch.where(distance > radius, radius / distance, 1.0)
+    if bool(distance.max() == torch.inf):
+        overflow = torch.nonzero(distance == torch.inf).flatten()
+        chosen = radius if isinstance(radius, float) else radius.index_select(0, overflow)
+        factors.index_copy_(0, overflow, scaled_factors(x, overflow, chosen))
     return factors if x.all_finite else factors.masked_fill(~x.finite, 0.0)
+
+
+def scaled_factors(x: RuleInputs, edges: Tensor, radius: Tensor | float) -> Tensor:
+    """min(1, radius / ||m_lk - psi_k||) on the given edges, as min(1, radius * s / ||m_lk * s -
+    psi_k * s||) with s the power of two that brings both below 1 in magnitude: the distance
+    cannot overflow."""
+    messages = x.messages.index_select(0, edges)
+    own = x.psi.index_select(0, x.edges.receivers.index_select(0, edges))
+    largest = torch.maximum(messages.abs().amax(1), own.abs().amax(1))
+    scale = power_of_two_below(largest, 1.0)[:, None]
+    distance = torch.linalg.vector_norm(messages * scale - own * scale, dim=1)
+    return (radius * scale[:, 0] / distance).clamp_max_(1.0)
 
 
 @RULES.register("clipped-gossip")

@@ -8,6 +8,8 @@ neighbourhood (itself included) and averages them with weights that depend on ra
 so the two rules share one vectorised implementation. A sender's weight on an edge (recorded for
 the diagnostics) is the share of coordinates, weighted by a_t, that its message supplied:
 c_lk = (1/d) * sum over j of a_(rank of m_lk[j])(n_k); these weights sum to one per receiver.
+The sums are of the terms a_t * m_(t), never of the values before dividing, so they cannot
+overflow (rounding past the largest float is clamped back: :func:`~byzmtl.rules.base.within_range`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from byzmtl.rules.base import RULES, Combination, Neighbourhoods, Rule, RuleInputs, RuleState
+from byzmtl.rules.base import (
+    RULES,
+    Combination,
+    Neighbourhoods,
+    Rule,
+    RuleInputs,
+    RuleState,
+    within_range,
+)
 from byzmtl.rules.padded import Block, block, check_degree
 
 
@@ -27,7 +37,7 @@ def rank_average(x: Block, rank_weights: Tensor) -> tuple[Tensor, Tensor]:
     values = torch.where(x.valid[:, None, :], x.values.transpose(1, 2), torch.inf)  # (N, d, D)
     ordered, order = values.sort(dim=2, stable=True)
     weights = rank_weights[:, None, :]
-    models = torch.where(weights > 0, ordered, 0.0).mul_(weights).sum(2)
+    models = within_range(torch.where(weights > 0, ordered, 0.0).mul_(weights).sum(2))
     per_coordinate = torch.zeros_like(ordered).scatter_(2, order, weights.expand_as(ordered))
     return models, per_coordinate.mean(1)
 

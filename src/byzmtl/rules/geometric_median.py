@@ -8,15 +8,25 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from byzmtl.rules.base import RULES, Neighbourhoods, RuleInputs, RuleState, WeightRule
+from byzmtl.rules.base import (
+    RULES,
+    Neighbourhoods,
+    RuleInputs,
+    RuleState,
+    WeightRule,
+    power_of_two_below,
+)
 from byzmtl.rules.coordinatewise import coordinate_median
 from byzmtl.rules.padded import Block, block, check_degree
 
 
-def weiszfeld_weights(x: Block, z: Tensor, smoothing: float) -> Tensor:
-    """(N, D) beta_i = 1 / max(smoothing, ||z_k - m_i||) on finite messages, 0 elsewhere."""
+def weiszfeld_weights(x: Block, z: Tensor, smoothing: Tensor) -> Tensor:
+    """(N, D) beta_i = 1 / max(smoothing_k, ||z_k - m_i||) on finite messages, 0 elsewhere,
+    ``smoothing`` (N, 1); each row multiplied by the power of two that brings its largest beta
+    below 1, so that sums of beta_i * m_i cannot overflow (their ratios are unchanged)."""
     distance = torch.linalg.vector_norm(x.values - z[:, None, :], dim=-1)
-    return torch.where(x.valid, distance.clamp_min(smoothing).reciprocal(), 0.0)
+    beta = torch.where(x.valid, torch.maximum(distance, smoothing).reciprocal_(), 0.0)
+    return beta * power_of_two_below(beta.amax(1, keepdim=True), 1.0)
 
 
 @RULES.register("geometric-median")
@@ -33,6 +43,9 @@ class GeometricMedian(WeightRule):
     run ``iterations`` times; the last step is returned as edge weights c_lk = beta_l / sum beta,
     so the engine forms w_k = sum_l c_lk m_lk. The breakdown point is 1/2: ``check`` demands
     |N_k| > 2f for the ``f`` Byzantine neighbours to tolerate. Non-finite messages get beta = 0.
+    Where distances could overflow, the iteration runs on the neighbourhood scaled by a power
+    of two, smoothing included (:meth:`~byzmtl.rules.padded.Block.scaled_for_distances`): the
+    iteration is scale-equivariant, so the weights are those of the unscaled one.
 
     >>> import torch
     >>> from byzmtl.graph import complete
@@ -62,10 +75,12 @@ class GeometricMedian(WeightRule):
         )
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
-        padded = block(x)
+        padded, scale = block(x).scaled_for_distances(x.psi)
+        tiny = torch.finfo(scale.dtype).tiny
+        smoothing = (scale * self.smoothing).clamp_min_(tiny)[:, None]
         z = coordinate_median(padded)
         for _ in range(self.iterations - 1):
-            beta = weiszfeld_weights(padded, z, self.smoothing)
+            beta = weiszfeld_weights(padded, z, smoothing)
             z = (beta[..., None] * padded.values).sum(1) / beta.sum(1, keepdim=True)
-        beta = weiszfeld_weights(padded, z, self.smoothing)
+        beta = weiszfeld_weights(padded, z, smoothing)
         return padded.to_edges(beta), state

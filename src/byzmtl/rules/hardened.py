@@ -49,7 +49,9 @@ class HardenedLoss(LossBased):
     they take, and an agent that has not stepped yet keeps its own model. As a
     weight rule: a_lk = c_lk * s_lk for l != k and a_kk = c_kk + sum over l != k of
     c_lk * (1 - s_lk), with s_lk = min(1, tau_k / ||m_lk - psi_k||). Messages that cannot be
-    scored are filtered as in the loss rule. ``kappa`` = 0.5 by default.
+    scored are filtered as in the loss rule. A step whose squared norm overflows is not taken
+    into s_k (it would make tau_k, and every clip, infinite from then on). ``kappa`` = 0.5 by
+    default.
 
     >>> import torch
     >>> from byzmtl.graph import complete
@@ -80,7 +82,7 @@ class HardenedLoss(LossBased):
         inverse, scores = super().affinities(x, state)
         weights = x.edges.normalise(inverse)
         step = squared_norm(x.psi - x.previous)
-        stepped = step > 0
+        stepped = (step > 0) & (step < torch.inf)  # a step whose square overflows is no scale
         s = torch.where(stepped, accumulate(state["s"], step, self.nu), state["s"])
         n = state["n"] + stepped
         tau = self.kappa * (s / (1.0 - (1.0 - self.nu) ** n.clamp_min(1.0))).sqrt()

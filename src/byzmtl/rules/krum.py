@@ -8,7 +8,10 @@ distances to its n_k - f_k - 2 closest other messages,
 
 then Krum keeps the message of lowest score and Multi-Krum averages the M lowest. Both are weight
 rules (weight 1 on the kept edges, then normalised), so the engine combines them with the others.
-Ties go to the lower edge index (the lower sender id).
+Ties go to the lower edge index (the lower sender id). Scores are computed on the neighbourhood
+scaled by a power of two where its distances could overflow
+(:meth:`~byzmtl.rules.padded.Block.scaled_for_distances`): they rank as the exact scores do and
+every finite message gets a finite score, so only finite messages are ever kept.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from byzmtl.rules.padded import Block, block, check_degree, rank_slots
 
 
 def krum_scores(x: Block, f: int) -> Tensor:
-    """(N, D) Krum score of every slot; +inf for slots without a finite message."""
+    """(N, D) Krum score of every slot; +inf for slots without a finite message. On a block
+    from :meth:`~byzmtl.rules.padded.Block.scaled_for_distances` every other score is finite."""
     width = x.values.shape[1]
     distances = torch.cdist(x.values, x.values, compute_mode="donot_use_mm_for_euclid_dist")
     others = ~torch.eye(width, dtype=torch.bool, device=x.valid.device)
@@ -65,11 +69,11 @@ class Krum(WeightRule):
         check_degree(edges, 2 * self.f + 3, "krum", f"|N_k| > 2f + 2 with f={self.f}")
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
-        padded = block(x)
+        padded, _ = block(x).scaled_for_distances(x.psi)
         chosen = krum_scores(padded, self.f).argmin(1)
         one_hot = torch.zeros(padded.valid.shape, dtype=x.messages.dtype, device=chosen.device)
         one_hot.scatter_(1, chosen[:, None], 1.0)
-        return padded.to_edges(one_hot), state
+        return padded.to_edges(one_hot * padded.valid), state
 
 
 @RULES.register("multi-krum")
@@ -105,7 +109,7 @@ class MultiKrum(WeightRule):
             )
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
-        padded = block(x)
+        padded, _ = block(x).scaled_for_distances(x.psi)
         scores = krum_scores(padded, self.f)
         kept = padded.count - padded.tolerated(self.f)
         if self.m is not None:

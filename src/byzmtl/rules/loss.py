@@ -15,6 +15,7 @@ from byzmtl.rules.base import (
     WeightRule,
     accumulate,
     check_forgetting,
+    inverse,
 )
 
 
@@ -29,7 +30,9 @@ class LossBased(WeightRule):
 
     A message that cannot be scored (non-finite loss, or any NaN/Inf coordinate) counts as an
     infinite loss: its sender's accumulated score becomes +inf and it is filtered from then on.
-    If the receiver's own score were ever +inf, it would still keep itself (weight 1).
+    If the receiver's own score is +inf (or NaN), it keeps only itself: c_kk = 1. Scores that
+    underflow to 0 are inverted as the smallest score whose inverses cannot overflow a sum
+    (:func:`~byzmtl.rules.base.inverse`), so that kept scores of 0 share the weight equally.
     """
 
     nu: float = 0.1
@@ -47,7 +50,10 @@ class LossBased(WeightRule):
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
         assert x.losses is not None, "the engine supplies losses to rules that need them"
         r = accumulate(state["r"], x.losses, self.nu)
-        kept = r <= r.index_select(0, x.edges.receiver_self_edge)
-        inverse = r.clamp_min(torch.finfo(r.dtype).tiny).reciprocal_()
-        inverse = torch.where(kept, inverse, 0.0).add_(x.edges.self_floor(r.dtype))
-        return inverse, {"r": r}
+        own = r.index_select(0, x.edges.self_edges)
+        alone = ~(own < torch.inf)  # r_kk is +inf or NaN: k keeps only itself
+        threshold = torch.where(alone, -torch.inf, own)
+        kept = r <= threshold.index_select(0, x.edges.receivers)
+        affinities = torch.where(kept, inverse(r, x.edges), 0.0)
+        mine = torch.where(alone, 1.0, affinities.index_select(0, x.edges.self_edges))
+        return affinities.index_copy_(0, x.edges.self_edges, mine), {"r": r}

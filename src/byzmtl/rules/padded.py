@@ -20,7 +20,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from byzmtl.rules.base import Neighbourhoods, RuleAssumptionError, RuleInputs
+from byzmtl.rules.base import (
+    Neighbourhoods,
+    RuleAssumptionError,
+    RuleInputs,
+    power_of_two_below,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +46,23 @@ class Block:
     def to_edges(self, per_slot: Tensor) -> Tensor:
         """(N, D) values per slot -> (E,) values per edge, in edge order."""
         return per_slot[self.slots]
+
+    def scaled_for_distances(self, centres: Tensor) -> tuple[Block, Tensor]:
+        """The block with row k multiplied by s_k, and s (N,): s_k <= 1 is the power of two
+        that keeps any sum of |N_k| squared distances between row k's messages and ``centres``
+        (N, d) finite, s_k = 1 unless row k holds values beyond sqrt(finfo.max / (8 d |N_k|)).
+        Distances in the scaled block are those of the block times s_k, exactly (short of
+        underflow), so they rank the same; but they cannot overflow."""
+        dtype, dim = self.values.dtype, self.values.shape[2]
+        limits = (torch.finfo(dtype).max / (8 * dim) / self.slots.sum(1).to(dtype)).sqrt()
+        low, high = torch.aminmax(self.values.flatten(1), dim=1)
+        own_low, own_high = torch.aminmax(centres, dim=1)
+        largest = torch.maximum(torch.maximum(high, -low), torch.maximum(own_high, -own_low))
+        scale = power_of_two_below(largest, limits)
+        if bool((scale == 1).all()):
+            return self, scale
+        values = self.values * scale[:, None, None]
+        return Block(values, self.valid, self.slots, self.count, self.missing), scale
 
 
 def block(x: RuleInputs) -> Block:

@@ -25,7 +25,9 @@ class TwoStage(WeightRule):
     UBAR mixes alpha * psi_k + (1 - alpha) * mean(R_k minus k); averaging k with the others is
     the choice alpha = 1 / |R_k|. ``rho`` is the fraction of the neighbourhood assumed honest
     (0 < rho <= 1); the shortlist is never empty, so no graph assumption is needed. Non-finite
-    messages are at infinite distance and have infinite loss: never kept.
+    messages are at infinite distance and have infinite loss: never kept. Distances are ranked
+    on the neighbourhood scaled by a power of two where they could overflow
+    (:meth:`~byzmtl.rules.padded.Block.scaled_for_distances`), so huge messages rank by size.
 
     >>> import torch
     >>> from byzmtl.graph import complete
@@ -47,9 +49,9 @@ class TwoStage(WeightRule):
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
         assert x.losses is not None, "the engine supplies losses to rules that need them"
-        padded = block(x)
+        padded, scale = block(x).scaled_for_distances(x.psi)
         index, _ = x.edges.padded
-        own = x.psi[:, None, :]
+        own = (x.psi * scale[:, None])[:, None, :]
         distance = squared_norm(padded.values - own)
         shortlist = (x.edges.degrees * self.rho - 1e-9).ceil().long()
         shortlisted = rank_slots(distance, padded.valid) < shortlist[:, None]
