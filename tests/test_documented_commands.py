@@ -182,7 +182,8 @@ def test_shortening_is_by_case_study_and_subcommand(tmp_path: Path) -> None:
     argv = ["matrix", "har", "--data-dir", "PATH", "--epochs", "3", "--seeds", "4,5"]
     argv += ["--attack-param", "adaptive.steps=12", "--attackers", "10"]
     short = shortened(argv, tmp_path / "m")
-    assert build_parser().parse_args(short).attacks == ["scaled", "adaptive"]  # har's default
+    default = CASES.get("har").defaults.attack
+    assert build_parser().parse_args(short).attacks == [default, "adaptive"]
     assert short[short.index("--data-dir") + 1] == str(DATA_SAMPLES["har"])
     assert short[short.index("--seeds") + 1] == "4" and short[short.index("--out") + 1] == str(
         tmp_path / "m"
