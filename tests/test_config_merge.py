@@ -51,8 +51,10 @@ def _other(value: Any, annotation: Any) -> Any:
         return next(option for option in typing.get_args(annotation) if option != value)
     if options and typing.get_origin(options[0]) is typing.Literal:
         return _other(value, options[0])
-    if value is None:
-        return {int: 1, float: 0.5, str: "other"}[options[0]]
+    simple = {int: 1, float: 0.5, str: "other"}
+    plain = [simple[option] for option in options if option in simple]
+    if value is None and plain:  # the first plain type the field allows
+        return plain[0]
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
@@ -63,7 +65,7 @@ def _other(value: Any, annotation: Any) -> Any:
         return f"{value}-other"
     if isinstance(value, (list, tuple)):
         return [_other(item, None) for item in value]
-    raise AssertionError(f"no other value for {value!r} ({annotation})")
+    raise AssertionError(f"add a rule to _other for {value!r} ({annotation})")
 
 
 def _task_fields() -> list[tuple[str, str]]:
