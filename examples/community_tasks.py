@@ -25,7 +25,7 @@ def community_graph(seed: int = 0) -> nx.Graph:
     inside, between = 0.2, 0.005
     p = np.full((COMMUNITIES, COMMUNITIES), between) + (inside - between) * np.eye(COMMUNITIES)
     graph = nx.stochastic_block_model([SIZE] * COMMUNITIES, p.tolist(), seed=seed)
-    for node, data in graph.nodes(data=True):
+    for _, data in graph.nodes(data=True):
         data["group"] = f"target-{data['block']}"
     return graph
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Set up, then lint and run the whole test suite.
+# Set up, then lint and run the whole test suite. Tests that need the full datasets run when
+# BYZMTL_DATA names a folder holding them (mnist/, har/"UCI HAR Dataset"/), else they are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check src tests benchmarks examples
 .venv/bin/ruff format --check src tests benchmarks examples
-.venv/bin/pytest -q "$@"
+.venv/bin/pytest "$@"  # options: pyproject.toml

@@ -1,20 +1,64 @@
-"""Shared test fixtures. Real data lives in ../shared/data beside the project (see its README)."""
+"""Shared test fixtures: the in-repository data samples, the full datasets, one torch thread.
+
+Small real samples of every dataset live in ``tests/data`` (see its README), so the suite runs
+on any fresh clone. Tests that need the full datasets (counts, checksums, accuracy of long runs)
+read them from the folder named by ``BYZMTL_DATA`` (``$BYZMTL_DATA/mnist``,
+``$BYZMTL_DATA/har/UCI HAR Dataset``) and are skipped, with the reason, when it is not set.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SAMPLES = Path(__file__).resolve().parent / "data"
+DATA_VARIABLE = "BYZMTL_DATA"
+
+
+def full_data(*parts: str) -> Path:
+    """``$BYZMTL_DATA/<parts>``; skips the test when the variable is unset, fails it when the
+    folder it names lacks ``parts``."""
+    value = os.environ.get(DATA_VARIABLE)
+    wanted = "/".join(parts)
+    if not value:
+        pytest.skip(f"needs the full datasets: set {DATA_VARIABLE} to a folder holding {wanted}/")
+    folder = Path(value).resolve().joinpath(*parts)
+    if not folder.is_dir():
+        pytest.fail(f"{DATA_VARIABLE}={value}: no folder {wanted}/ in it")
+    return folder
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The folder of real datasets; its absence is an error, never a silent skip."""
-    if not SHARED_DATA.is_dir():
-        raise FileNotFoundError(f"real test data expected at {SHARED_DATA} (see DESIGN.md)")
-    return SHARED_DATA
+def mnist_sample() -> Path:
+    """The first 400 training and 200 test images of MNIST, as gzip-compressed IDX files."""
+    return SAMPLES / "mnist"
+
+
+@pytest.fixture(scope="session")
+def har_sample() -> Path:
+    """The 'UCI HAR Dataset' folder of 180 rows: six of each of the 30 subjects (re-created
+    features, see tests/data/README.md)."""
+    return SAMPLES / "har-recreated" / "UCI HAR Dataset"
+
+
+@pytest.fixture(scope="session")
+def har_original() -> Path:
+    """The 'UCI HAR Dataset' folder of the first 100 rows of the original X_train.txt."""
+    return SAMPLES / "har-original" / "UCI HAR Dataset"
+
+
+@pytest.fixture(scope="session")
+def full_mnist() -> Path:
+    """The complete MNIST files (``$BYZMTL_DATA/mnist``)."""
+    return full_data("mnist")
+
+
+@pytest.fixture(scope="session")
+def full_har() -> Path:
+    """The complete 'UCI HAR Dataset' folder (``$BYZMTL_DATA/har/UCI HAR Dataset``)."""
+    return full_data("har", "UCI HAR Dataset")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,8 +1,10 @@
-"""UCI HAR reader: the real sample rows, the full re-created folder, and small fake folders."""
+"""UCI HAR reader: the in-repository samples (original rows; re-created rows of all 30
+subjects), the full folder ($BYZMTL_DATA/har), and small fake folders."""
 
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 
 from byzmtl.datasets import DatasetError, HarDataset, load_har, read_har_matrix, read_har_vector
 from byzmtl.datasets import har as har_module
+from tests.data import make_samples
 
 ACTIVITIES = [
     "WALKING",
@@ -19,25 +22,25 @@ ACTIVITIES = [
     "STANDING",
     "LAYING",
 ]
-# per-activity row counts of the re-creation (its README's table), in activity_labels order
-TRAIN_COUNTS = [1226, 1073, 987, 1293, 1423, 1413]
-TEST_COUNTS = [496, 471, 420, 508, 556, 545]
+# per-activity row counts (train, test), in activity_labels order, of the original UCI HAR v1.0
+# and of the re-creation from the same volunteers' recordings (its README's table)
+ROW_COUNTS = {
+    "original": ([1226, 1073, 986, 1286, 1374, 1407], [496, 471, 420, 491, 532, 537]),
+    "re-creation": ([1226, 1073, 987, 1293, 1423, 1413], [496, 471, 420, 508, 556, 545]),
+}
 TEST_SUBJECTS = {2, 4, 9, 10, 12, 13, 18, 20, 24}
 
 
 @pytest.fixture(scope="module")
-def sample(shared_data: Path) -> Path:
-    return shared_data / "har" / "original_sample"
+def har(full_har: Path) -> HarDataset:
+    return load_har(full_har)
 
 
-@pytest.fixture(scope="module")
-def har(shared_data: Path) -> HarDataset:
-    return load_har(shared_data / "har" / "UCI HAR Dataset")
-
-
-def test_original_sample_rows(sample: Path) -> None:
-    x = read_har_matrix(sample / "X_train.100.txt", 561)
-    assert x.shape == (100, 561) and x.dtype == np.float32
+def test_original_rows_in_the_original_layout(har_original: Path) -> None:
+    data = load_har(har_original.parent)  # the folder above 'UCI HAR Dataset' works too
+    assert data.x_train.shape == (75, 561) and data.x_test.shape == (25, 561)
+    assert data.x_train.dtype == np.float32
+    x = np.concatenate([data.x_train, data.x_test])  # rows 1-100 of the original X_train.txt
     expected = np.array([0.28858451, -0.020294171, -0.13290514, -0.9952786], dtype=np.float32)
     np.testing.assert_array_equal(x[0, :4], expected)
     # (row, column, value) as written in the file (rows and columns counted from 1)
@@ -50,20 +53,83 @@ def test_original_sample_rows(sample: Path) -> None:
     ]:
         assert x[row - 1, column - 1] == np.float32(value)
     assert np.all((x >= -1) & (x <= 1))
+    assert data.feature_names[0] == "tBodyAcc-mean()-X" and len(data.feature_names) == 561
+    assert data.activity_names == ACTIVITIES
 
 
-def test_original_sample_labels_and_subjects(sample: Path) -> None:
-    activity = read_har_vector(sample / "y_train.100.txt")
-    subject = read_har_vector(sample / "subject_train.100.txt")
+def test_original_rows_labels_and_subjects(har_original: Path) -> None:
+    activity = np.concatenate(
+        [read_har_vector(har_original / split / f"y_{split}.txt") for split in ("train", "test")]
+    )
+    subject = read_har_vector(har_original / "train" / "subject_train.txt")
     assert activity.dtype == np.int64 and subject.dtype == np.int64
     assert np.bincount(activity, minlength=7)[1:].tolist() == [22, 0, 0, 24, 27, 27]
-    assert subject.tolist() == [1] * 100
-    assert len(read_har_vector(sample / "train" / "y_train.txt")) == 7352
-    assert len(read_har_vector(sample / "test" / "subject_test.txt")) == 2947
+    assert subject.tolist() == [1] * 75
+    assert load_har(har_original).subject_test.tolist() == [1] * 25
+
+
+def test_original_rows_keep_the_original_file_format(har_original: Path) -> None:
+    """CRLF line ends and one or two leading spaces before each value, as in UCI's files."""
+    value = rb" {1,2}-?\d\.\d{7}e[-+]\d{3}"
+    train = gzip.decompress((har_original / "train" / "X_train.txt.gz").read_bytes())
+    test = (har_original / "test" / "X_test.txt").read_bytes()
+    assert train.startswith(b"  2.8858451e-001 -2.0294171e-002")
+    assert test.startswith(b"  2.8526329e-001 -8.8888110e-003")
+    for content, rows in ((train, 75), (test, 25)):
+        lines = content.split(b"\r\n")
+        assert len(lines) == rows + 1 and lines[-1] == b"" and b"\n" not in b"".join(lines)
+        assert all(re.fullmatch(rb"(?:%s){561}" % value, line) for line in lines[:-1])
+
+
+def test_recreated_sample_has_every_subject_and_activity(har_sample: Path) -> None:
+    data = load_har(har_sample)
+    assert data.x_train.shape == (126, 561) and data.x_test.shape == (54, 561)
+    assert set(data.subject_test.tolist()) == TEST_SUBJECTS
+    assert set(data.subject_train.tolist()) | TEST_SUBJECTS == set(range(1, 31))
+    for split_subjects, labels in (
+        (data.subject_train, data.y_train),
+        (data.subject_test, data.y_test),
+    ):
+        for subject in np.unique(split_subjects):
+            assert sorted(labels[split_subjects == subject].tolist()) == list(range(6)), subject
+    assert np.isfinite(data.x_train).all() and np.all(np.abs(data.x_test) <= 1)
+
+
+def _same_files(sample: Path, rebuilt: Path) -> None:
+    """The two folders hold the same file names with the same (decompressed) content."""
+    files = sorted(p.relative_to(sample) for p in sample.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(rebuilt) for p in rebuilt.rglob("*") if p.is_file())
+    for name in files:
+        file = name.name.removesuffix(".gz")
+        assert make_samples.read_content((sample / name).parent, file) == (
+            make_samples.read_content((rebuilt / name).parent, file)
+        ), name
+
+
+def test_recreated_sample_is_rebuilt_from_the_full_data(
+    full_har: Path, har_sample: Path, tmp_path: Path
+) -> None:
+    make_samples.har_recreated_sample(full_har, tmp_path)
+    _same_files(har_sample, tmp_path / make_samples.HAR_FOLDER)
+
+
+def test_original_sample_is_rebuilt_from_the_original_rows(
+    full_har: Path, har_original: Path, tmp_path: Path
+) -> None:
+    source = full_har.parent / "original_sample"  # where the project's data folder keeps them
+    if not source.is_dir():
+        pytest.skip(f"no {source} (the 100 original rows) in BYZMTL_DATA")
+    make_samples.har_original_sample(source, tmp_path)
+    _same_files(har_original, tmp_path / make_samples.HAR_FOLDER)
 
 
 def test_full_dataset(har: HarDataset) -> None:
-    assert har.x_train.shape == (7415, 561) and har.x_test.shape == (2996, 561)
+    counts = (
+        np.bincount(har.y_train, minlength=6).tolist(),
+        np.bincount(har.y_test, minlength=6).tolist(),
+    )
+    assert counts in ROW_COUNTS.values()
+    assert har.x_train.shape == (sum(counts[0]), 561) and har.x_test.shape == (sum(counts[1]), 561)
     assert har.x_train.dtype == np.float32 and har.x_test.dtype == np.float32
     assert len(har.feature_names) == 561
     assert har.feature_names[0] == "tBodyAcc-mean()-X"
@@ -71,20 +137,21 @@ def test_full_dataset(har: HarDataset) -> None:
     assert har.activity_names == ACTIVITIES
     for y in (har.y_train, har.y_test, har.subject_train, har.subject_test):
         assert y.dtype == np.int64
-    assert np.bincount(har.y_train, minlength=6).tolist() == TRAIN_COUNTS
-    assert np.bincount(har.y_test, minlength=6).tolist() == TEST_COUNTS
     assert set(har.subject_test.tolist()) == TEST_SUBJECTS
     assert set(har.subject_train.tolist()) | TEST_SUBJECTS == set(range(1, 31))
     assert np.count_nonzero(har.subject_train == 1) == 347
     assert np.isfinite(har.x_train).all() and np.isfinite(har.x_test).all()
 
 
-def test_regular_files_take_the_fast_parser(sample: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_regular_files_take_the_fast_parser(
+    har_original: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def fail(*args: object) -> None:
         raise AssertionError("the line-by-line parser is for irregular files only")
 
     monkeypatch.setattr(har_module, "_parse_matrix_strictly", fail)
-    assert read_har_matrix(sample / "X_train.100.txt", 561).shape == (100, 561)
+    assert read_har_matrix(har_original / "test" / "X_test.txt", 561).shape == (25, 561)
+    assert read_har_matrix(har_original / "train" / "X_train.txt.gz", 561).shape == (75, 561)
 
 
 def _write_fake(

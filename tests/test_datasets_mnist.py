@@ -1,10 +1,10 @@
-"""MNIST IDX reader: the real files in shared/data/mnist and corrupted copies in tmp_path."""
+"""MNIST IDX reader: the in-repository sample, the full files ($BYZMTL_DATA/mnist), corrupted
+copies in tmp_path."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import re
 import struct
 from pathlib import Path
 
@@ -12,24 +12,57 @@ import numpy as np
 import pytest
 
 from byzmtl.datasets import MNIST_SHA256, DatasetError, load_mnist, read_idx
+from tests.data import make_samples
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+# the in-repository sample: the first 400 training and 200 test images
+SAMPLE_TRAIN_COUNTS = [39, 52, 42, 41, 44, 30, 36, 42, 30, 44]
+SAMPLE_TEST_COUNTS = [17, 28, 16, 16, 28, 20, 20, 24, 10, 21]
 
 
 @pytest.fixture(scope="module")
-def mnist_dir(shared_data: Path) -> Path:
-    return shared_data / "mnist"
+def mnist_train(full_mnist: Path) -> tuple[np.ndarray, np.ndarray]:
+    return load_mnist(full_mnist, "train")
 
 
 @pytest.fixture(scope="module")
-def mnist_train(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    return load_mnist(mnist_dir, "train")
+def mnist_test(full_mnist: Path) -> tuple[np.ndarray, np.ndarray]:
+    return load_mnist(full_mnist, "test")
 
 
-@pytest.fixture(scope="module")
-def mnist_test(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    return load_mnist(mnist_dir, "test")
+@pytest.mark.parametrize(
+    ("split", "prefix", "counts", "first_labels"),
+    [
+        ("train", "train", SAMPLE_TRAIN_COUNTS, [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]),
+        ("test", "t10k", SAMPLE_TEST_COUNTS, [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]),
+    ],
+)
+def test_sample_files_are_real_idx(
+    mnist_sample: Path, split: str, prefix: str, counts: list[int], first_labels: list[int]
+) -> None:
+    images, labels = load_mnist(mnist_sample, split)  # type: ignore[arg-type]
+    n = sum(counts)
+    assert images.shape == (n, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (n,) and labels.dtype == np.uint8
+    assert labels[:10].tolist() == first_labels
+    assert np.bincount(labels, minlength=10).tolist() == counts
+    assert 0 < images.mean() < 64 and images.max() == 255  # dark background, white strokes
+    header = gzip.decompress((mnist_sample / f"{prefix}-images-idx3-ubyte.gz").read_bytes())[:16]
+    assert struct.unpack(">4I", header) == (2051, n, 28, 28)
+    header = gzip.decompress((mnist_sample / f"{prefix}-labels-idx1-ubyte.gz").read_bytes())[:8]
+    assert struct.unpack(">2I", header) == (2049, n)
+
+
+def test_sample_is_the_first_images_of_the_full_files(
+    mnist_sample: Path,
+    mnist_train: tuple[np.ndarray, np.ndarray],
+    mnist_test: tuple[np.ndarray, np.ndarray],
+) -> None:
+    for split, full in (("train", mnist_train), ("test", mnist_test)):
+        images, labels = load_mnist(mnist_sample, split)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(images, full[0][: len(images)])
+        np.testing.assert_array_equal(labels, full[1][: len(labels)])
 
 
 def _idx(type_code: int, shape: tuple[int, ...], payload: bytes) -> bytes:
@@ -58,30 +91,28 @@ def test_real_test_split_shapes_and_class_counts(mnist_test: tuple[np.ndarray, n
 
 
 def test_published_checksums_of_files_and_of_decoded_arrays(
-    mnist_dir: Path,
+    full_mnist: Path,
     mnist_train: tuple[np.ndarray, np.ndarray],
     mnist_test: tuple[np.ndarray, np.ndarray],
 ) -> None:
-    readme = (mnist_dir / "README.md").read_text()
-    published = dict(re.findall(r"\| (\S+)\.gz \|[^|]*\| ([0-9a-f]{64}) \|", readme))
-    assert published == MNIST_SHA256
     decoded = {
         "train-images-idx3-ubyte": mnist_train[0],
         "train-labels-idx1-ubyte": mnist_train[1],
         "t10k-images-idx3-ubyte": mnist_test[0],
         "t10k-labels-idx1-ubyte": mnist_test[1],
     }
-    for name, digest in published.items():
-        content = gzip.decompress((mnist_dir / f"{name}.gz").read_bytes())
+    for name, digest in MNIST_SHA256.items():
+        content = make_samples.read_content(full_mnist, name)
         assert hashlib.sha256(content).hexdigest() == digest, name
         assert hashlib.sha256(_reencode(decoded[name])).hexdigest() == digest, name
 
 
 def test_uncompressed_and_alternative_spellings_read_the_same(
-    mnist_dir: Path, mnist_test: tuple[np.ndarray, np.ndarray], tmp_path: Path
+    mnist_sample: Path, tmp_path: Path
 ) -> None:
-    images_gz = (mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes()
-    labels_gz = (mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    expected = load_mnist(mnist_sample, "test")
+    images_gz = (mnist_sample / "t10k-images-idx3-ubyte.gz").read_bytes()
+    labels_gz = (mnist_sample / "t10k-labels-idx1-ubyte.gz").read_bytes()
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "t10k-images-idx3-ubyte").write_bytes(gzip.decompress(images_gz))
@@ -93,8 +124,8 @@ def test_uncompressed_and_alternative_spellings_read_the_same(
     (dotted / "t10k-labels.idx1-ubyte.gz").write_bytes(labels_gz)
     for root in (plain, dotted):
         images, labels = load_mnist(root, "test")
-        np.testing.assert_array_equal(images, mnist_test[0])
-        np.testing.assert_array_equal(labels, mnist_test[1])
+        np.testing.assert_array_equal(images, expected[0])
+        np.testing.assert_array_equal(labels, expected[1])
 
 
 def test_generic_idx_types_are_decoded_in_native_byte_order(tmp_path: Path) -> None:

@@ -327,7 +327,7 @@ def test_dense_and_sparse_combines_agree_with_the_messages(dense: bool) -> None:
     batch = case.batch(0)
     psi, _ = case.adapt(state.models, batch, state.task_state, 0)
     messages = psi[:, simulation.edges.senders].clone()
-    (sent, _), _ = simulation._attack(0, state.models, psi, batch)
+    (sent, _), _, _ = simulation._attack(0, state.models, psi, batch)
     messages[:, simulation.attack_edges] = sent
     expected = simulation.edges.combine(torch.stack(output.weights), messages)
     normal = [k for k in range(n) if k not in byzantine]

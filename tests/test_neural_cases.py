@@ -22,13 +22,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture
-def har_dir(shared_data: Path) -> str:
-    return str(shared_data / "har" / "UCI HAR Dataset")
+def har_dir(har_sample: Path) -> str:
+    """The in-repository HAR sample: all 30 subjects, six rows each."""
+    return str(har_sample)
 
 
 @pytest.fixture
-def mnist_dir(shared_data: Path) -> str:
-    return str(shared_data / "mnist")
+def full_har_dir(full_har: Path) -> str:
+    """The full HAR folder (``$BYZMTL_DATA``), for accuracy checks."""
+    return str(full_har)
+
+
+@pytest.fixture
+def mnist_dir(mnist_sample: Path) -> str:
+    """The in-repository MNIST sample: 400 training and 200 test images."""
+    return str(mnist_sample)
 
 
 @pytest.fixture
@@ -44,10 +52,11 @@ TINY_DIGITS = [
 ]  # fmt: skip
 
 
-def test_har_loss_rule_beats_no_cooperation_and_average_under_10_attackers(har_dir: str) -> None:
-    result = byzmtl.run(
-        {"case": "har", "attackers": 10, "seed": 0, "task": {"data_dir": har_dir, "epochs": 3}}
-    )
+def test_har_loss_rule_beats_no_cooperation_and_average_under_10_attackers(
+    full_har_dir: str,
+) -> None:
+    task = {"data_dir": full_har_dir, "epochs": 3}
+    result = byzmtl.run({"case": "har", "attackers": 10, "seed": 0, "task": task})
     summary = result.summary
     assert summary["time_unit"] == "epoch" and summary["records"] == 3
     assert summary["agents"] == 30 and len(summary["byzantine"]) == 10
@@ -198,13 +207,23 @@ def test_more_agents_than_subjects_is_a_data_error(
     assert "at least 31 subjects" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("attack", ["nan", "inf"])
-def test_non_finite_messages_never_reach_the_loss_rules_models(har_dir: str, attack: str) -> None:
-    task = {"data_dir": har_dir, "epochs": 1, "agents": 6}
+def _non_finite_attack(data_dir: str, attack: str) -> byzmtl.Result:
+    task = {"data_dir": data_dir, "epochs": 1, "agents": 6}
     rules = ["loss", "none"]
-    result = byzmtl.run(
+    return byzmtl.run(
         {"case": "har", "attack": attack, "byzantine": [1, 4], "rules": rules, "task": task}
     )
+
+
+@pytest.mark.parametrize("attack", ["nan", "inf"])
+def test_non_finite_messages_never_reach_the_loss_rules_models(har_dir: str, attack: str) -> None:
+    result = _non_finite_attack(har_dir, attack)
+    assert torch.isfinite(result.state.models).all()
+
+
+@pytest.mark.parametrize("attack", ["nan", "inf"])
+def test_loss_rule_learns_despite_non_finite_messages(full_har_dir: str, attack: str) -> None:
+    result = _non_finite_attack(full_har_dir, attack)
     assert torch.isfinite(result.state.models).all()
     assert result.final("loss", "accuracy") > result.final("none", "accuracy")
 

@@ -29,7 +29,7 @@ SMALL = ["target-localization", "--agents", "30", "--iterations", "20", "--rules
 TINY_MATRIX = ["target-localization", "--agents", "20", "--iterations", "25", "--graph",
                "complete", "--attackers", "4", "--seeds", "0", "--no-progress",
                "--quiet"]  # fmt: skip
-DIVERGING = ["--agents", "50", "--iterations", "30", "--attackers", "25", "--dtype", "float32"]
+DIVERGING = ["--agents", "50", "--iterations", "30", "--attackers", "25", "--dtype", "float64"]
 PLUGIN = Path(__file__).with_name("writer_plugin.py")
 
 
@@ -284,9 +284,9 @@ def test_a_figure_that_cannot_be_drawn_is_left_out_with_a_warning(
 
 def test_the_diverging_run_of_the_review_keeps_its_tables_in_strict_json(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    # averaging 1e31 messages: finite models whose float32 losses overflow to inf
+    # averaging 1e301 messages: finite models whose losses (about 1e602) overflow to inf
     args = ["run", "target-localization", *DIVERGING, "--rules", "average", "--attack",
-            "constant", "--attack-param", "value=1e31", "--attack-param", "spread=0"]  # fmt: skip
+            "constant", "--attack-param", "value=1e301", "--attack-param", "spread=0"]  # fmt: skip
     assert main([*args, "--out", str(out), "--no-progress", "--quiet"]) == 0
     summary = strict(out / "summary.json")
     final = summary["rules"]["average"]["final"]["loss"]
@@ -395,7 +395,7 @@ def test_a_matrix_has_one_writer_and_strict_json_cells(tmp_path: Path, capsys) -
 
     out = tmp_path / "m"
     args = ["matrix", "target-localization", *DIVERGING, "--seeds", "0", "--rules",
-            "average", "--attacks", "constant", "--attack-param", "constant.value=1e31",
+            "average", "--attacks", "constant", "--attack-param", "constant.value=1e301",
             "--attack-param", "constant.spread=0", "--no-progress", "--quiet",
             "--out", str(out)]  # fmt: skip
     with claim(out, False, MATRIX):

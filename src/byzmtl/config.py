@@ -39,20 +39,27 @@ class ConfigError(ValueError):
 
 
 class GraphSettings(BaseModel):
-    """The communication graph. ``kind`` picks the builder; the other fields are its parameters."""
+    """The communication graph. ``kind`` picks the builder; the other fields are its parameters.
+
+    A run's ``[graph]`` table may give only some fields: :meth:`RunConfig.resolved` fills in the
+    rest from the case study's default graph (``kind`` left out: the case study's kind).
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    kind: Literal[
-        "geometric",
-        "complete",
-        "ring",
-        "erdos-renyi",
-        "k-regular",
-        "edgelist",
-        "graphml",
-        "networkx",
-    ]
+    kind: (
+        Literal[
+            "geometric",
+            "complete",
+            "ring",
+            "erdos-renyi",
+            "k-regular",
+            "edgelist",
+            "graphml",
+            "networkx",
+        ]
+        | None
+    ) = Field(None, description="None until resolved: the case study's kind")
     radius: float = Field(1.0, gt=0, description="geometric: link agents within this distance")
     max_neighbours: int | None = Field(
         10, ge=1, description="geometric: cap on |N_k| (self included), sampled at random"
@@ -147,7 +154,19 @@ class RunConfig(BaseModel):
         try:
             task = case.settings_model.model_validate(self.task).model_dump(mode="json")
         except ValidationError as error:
+            first = error.errors()[0]
+            if first["type"] == "extra_forbidden":
+                known = ", ".join(case.settings_model.model_fields)
+                raise ConfigError(
+                    f"task.{first['loc'][0]}: not a setting of {self.case} (its settings: {known})"
+                ) from None
             raise ConfigError(_one_line(error, prefix="task")) from None
+        try:
+            graph = GraphSettings.model_validate(self._graph_over(defaults.graph))
+        except ValidationError as error:
+            raise ConfigError(_one_line(error, prefix="graph")) from None
+        if graph.kind is None:
+            raise ConfigError(f"graph.kind: case study {self.case!r} has no default; name one")
         return self.model_copy(
             update={
                 "attack": attack,
@@ -155,10 +174,23 @@ class RunConfig(BaseModel):
                 "nu": defaults.nu if self.nu is None else self.nu,
                 "r0": defaults.r0 if self.r0 is None else self.r0,
                 "dtype": self.dtype or defaults.dtype,
-                "graph": self.graph or GraphSettings.model_validate(defaults.graph),
+                "graph": graph,
                 "task": task,
             }
         )
+
+    def _graph_over(self, default: dict[str, Any]) -> dict[str, Any]:
+        """The graph fields given in this configuration over the case study's default graph.
+
+        Fields left out keep the case study's values (``--set graph.max_neighbours=6`` keeps its
+        kind and radius). A ``kind`` other than the case study's starts from that kind's own
+        defaults instead: the case study's parameters belong to its own kind.
+        """
+        given = self.graph.model_dump(exclude_unset=True) if self.graph is not None else {}
+        if given.get("kind") is None:
+            given.pop("kind", None)
+        same_kind = given.get("kind", default.get("kind")) == default.get("kind")
+        return {**default, **given} if same_kind else given
 
     def to_toml(self) -> str:
         """The configuration as TOML (settings left at None are omitted: TOML has no null)."""

@@ -270,6 +270,10 @@ class TargetLocalization(CaseStudy):
     def metrics(
         self, models: Tensor, batch: LocalizationBatch, iteration: int
     ) -> dict[str, Tensor]:
-        loss = row_dot(models, batch.u).sub_(batch.b).square_()
-        msd = squared_norm(models - self._goal)
+        """``loss`` and ``msd`` of every agent, in float64 whatever the run's precision (the
+        square of a finite float32 model can overflow float32; it cannot overflow float64)."""
+        exact = models.double()
+        u, b = batch.u.double(), batch.b.double()
+        loss = row_dot(exact, u).sub_(b).square_()
+        msd = squared_norm(exact - self._goal.double())
         return {"loss": loss, "msd": msd}
