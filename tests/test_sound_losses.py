@@ -5,6 +5,8 @@ soundly is unscorable, hence filtered."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import byzmtl
+from byzmtl.attacks import ATTACKS
+from byzmtl.engine import RoundOutput, Simulation
+from byzmtl.experiment import Experiment, prepare
 from byzmtl.tasks.neural import SOUND_LOGIT_ERROR, cross_entropy, score_cross_entropy
 
 DTYPES = [torch.float32, torch.float64]
@@ -110,3 +115,68 @@ def test_target_localization_loss_rule_is_never_worse_than_learning_alone(
         assert math.isfinite(result.final("loss", "msd", "max")), magnitude
         loss_rule, alone = result.final("loss", "loss"), result.final("none", "loss")
         assert loss_rule <= alone, (magnitude, loss_rule, alone)  # the paper's regret claim
+
+
+def _keep(records: list, weights: list, experiment: Experiment) -> Callable:
+    """A round callback keeping the metrics records and each round's total weight (R,) that
+    normal agents give Byzantine senders."""
+    graph, normal = experiment.graph, experiment.normal
+    byzantine = torch.as_tensor(~normal[graph.senders] & normal[graph.receivers])
+
+    def keep(state: object, output: RoundOutput) -> None:
+        if output.metrics is not None:
+            records.append(output.metrics)
+        weights.append(torch.stack([w[byzantine].sum() for w in output.weights]))  # type: ignore[index]
+
+    return keep
+
+
+def sweep(experiment: Experiment, dtype: str, rules: int = 2) -> list[tuple[str, float, dict]]:
+    """Every attack x magnitude of the sweep on ``experiment``'s network and data: the final
+    record's per-agent metrics (name -> (R, N)) and the weights on Byzantine senders (R,)."""
+    out = []
+    for attack in ("constant", "scaled", "noise"):
+        for magnitude in MAGNITUDES[dtype]:
+            instance = ATTACKS.create(attack, attack_params(attack, magnitude))
+            simulation = Simulation(
+                experiment.case, experiment.graph, experiment.rules, instance,
+                experiment.byzantine, 0, experiment.case.keys, getattr(torch, dtype),
+            )  # fmt: skip
+            records: list[dict] = []
+            weights: list[torch.Tensor] = []
+            state = simulation.run(on_round=_keep(records, weights, experiment))
+            assert torch.isfinite(state.models[:, experiment.normal]).all(), (attack, magnitude)
+            out.append((attack, magnitude, {**records[-1], "weights": weights}))
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_har_loss_rule_is_never_worse_than_learning_alone(dtype: str, full_har: Path) -> None:
+    experiment = prepare(
+        {"case": "har", "rules": ["loss", "none"], "attackers": 10, "dtype": dtype,
+         "task": {"data_dir": str(full_har), "epochs": 2}}
+    )  # fmt: skip
+    normal = experiment.normal
+    for attack, magnitude, final in sweep(experiment, dtype):
+        for name in ("train_loss", "test_loss", "accuracy"):
+            assert not torch.isnan(final[name]).any(), (attack, magnitude, name)
+        loss_rule, alone = final["test_loss"][:, normal].mean(1).tolist()
+        assert loss_rule <= alone, (attack, magnitude, loss_rule, alone)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_digits_scores_filter_every_unsound_message(dtype: str, mnist_sample: Path) -> None:
+    """Digits on the in-repository sample (too little data to learn: the check is that the
+    metrics stay finite and that messages whose loss is unsound get no weight)."""
+    experiment = prepare(
+        {"case": "digits", "rules": ["loss", "none"], "attackers": 2, "dtype": dtype,
+         "task": {"data_dir": str(mnist_sample), "epochs": 1, "mnist_agents": 2,
+                  "synthetic_agents": 2, "train_per_agent": 32, "test_per_agent": 16,
+                  "mnist_batch": 16, "synthetic_batch": 16}}
+    )  # fmt: skip
+    limit = SOUND_LOGIT_ERROR / torch.finfo(getattr(torch, dtype)).eps
+    for attack, magnitude, final in sweep(experiment, dtype):
+        for name in ("train_loss", "test_loss", "accuracy"):
+            assert not torch.isnan(final[name]).any(), (attack, magnitude, name)
+        if magnitude > limit:  # every logit of such a message is beyond the sound range
+            assert all(float(w[0]) == 0.0 for w in final["weights"]), (attack, magnitude)

@@ -463,11 +463,11 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     cancels to 0 once |z| is so large that log C is below its rounding error (a constant model
     with logits near 1e20 would then score 0, the best possible loss). This form is exact up to
     rounding for any finite logits and never negative (the term c = y is exp(0) = 1); it is +inf
-    or NaN only when a logit or a difference of logits overflows, and such a loss marks a model
+    (never NaN) when a logit or a difference of logits overflows, and such a loss marks a model
     that cannot be scored. (``torch.logsumexp`` is several times faster than ``log_softmax``
     for a few classes.)"""
     label_logit = logits.gather(-1, labels.unsqueeze(-1))
-    return torch.logsumexp(logits - label_logit, -1)
+    return torch.nan_to_num(torch.logsumexp(logits - label_logit, -1), nan=torch.inf)
 
 
 SOUND_LOGIT_ERROR = 1e-3
