@@ -105,7 +105,7 @@ class NeuralCase(CaseStudy):
         self.n_parameters = sum(p.numel() for p in self.model.parameters())
         self.parameter_sizes = tuple(p.numel() for p in self.model.parameters())
         with torch.no_grad():
-            example = torch.as_tensor(data[0].x_train[:1], device=self.device).to(dtype)
+            example = torch.tensor(data[0].x_train[:1], dtype=dtype, device=self.device)  # a copy
             self.n_classes = int(self.model(example).shape[-1])
         labels = np.concatenate([np.concatenate([d.y_train, d.y_test]) for d in data])
         if labels.min() < 0 or labels.max() >= self.n_classes:

@@ -85,6 +85,7 @@ _ELEMENTWISE = (
     nn.Dropout,  # the identity: modules are evaluated in eval mode
 )
 _POOLING = (nn.MaxPool2d, nn.AvgPool2d)
+_MAY_ALIAS = (nn.Flatten, nn.Identity, nn.Dropout)  # output may be (a view of) the input
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class LayerwiseForward(BatchedForward):
             h = _linear_on_shared_inputs(params, x, layers[0], *shared)
             layers = layers[1:]
         else:
-            h = _take(x, index)
+            return self._apply(layers, params, _take(x, index), groups, owned=False)
         return self._apply(layers, params, h, groups)
 
     def logistic_gradients(self, params: Tensor, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
@@ -213,8 +214,14 @@ class LayerwiseForward(BatchedForward):
         h = h.unflatten(0, (groups, -1)).transpose(1, 2)
         return self._apply(self.layers[1:], params, h, groups)
 
-    def _apply(self, layers: list[_Layer], params: Tensor, h: Tensor, groups: int) -> Tensor:
-        """Run ``layers`` of the G models on h: (B, G * C, H, W) images or (G, B, F) features."""
+    def _apply(
+        self, layers: list[_Layer], params: Tensor, h: Tensor, groups: int, owned: bool = True
+    ) -> Tensor:
+        """Run ``layers`` of the G models on h: (B, G * C, H, W) images or (G, B, F) features.
+
+        ``owned``: h is (a view of) a tensor this forward pass created, so layers may overwrite
+        it; when it is not (a view of the caller's inputs: stored examples), nothing is written
+        into it, and the first layer that creates a tensor makes h owned."""
         image = self.image_input and h.dim() == 4
         for layer in layers:
             module = layer.module
@@ -255,9 +262,13 @@ class LayerwiseForward(BatchedForward):
                     h = h.reshape(groups, batch, -1)
                     image = False
             elif type(module) is nn.ReLU and not torch.is_grad_enabled():
-                h = h.relu_()  # in place when nothing is differentiated: one memory pass less
+                # in place on our own tensor when nothing is differentiated: one pass less
+                h = h.relu_() if owned else h.relu()
             else:
+                if not owned and getattr(module, "inplace", False):
+                    h = h.clone()  # a layer built with inplace=True writes into its input
                 h = module(h)
+            owned = owned or not isinstance(module, _MAY_ALIAS)
         return h
 
 
