@@ -332,3 +332,22 @@ def test_dense_and_sparse_combines_agree_with_the_messages(dense: bool) -> None:
     expected = simulation.edges.combine(torch.stack(output.weights), messages)
     normal = [k for k in range(n) if k not in byzantine]
     assert torch.allclose(after.models[:, normal], expected[:, normal], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("byzantine", [[-1], [2, -6], [6], [1.5]])
+def test_byzantine_ids_outside_the_network_are_a_one_line_error(byzantine: list) -> None:
+    """A negative id must not wrap around to the last agents (-1 would be agent 5)."""
+    task = TargetLocalization.from_settings(
+        TargetLocalizationSettings(agents=6, iterations=2), seed=0
+    )
+    rules, attack = [RULES.create("loss")], ATTACKS.create("scaled")
+    with pytest.raises(ValueError, match=r"^byzantine: agent ids must be integers in \[0, 6\)"):
+        Simulation(task, graphs.complete(6), rules, attack, byzantine, 0)
+
+
+def test_a_simulation_without_rules_is_an_error() -> None:
+    task = TargetLocalization.from_settings(
+        TargetLocalizationSettings(agents=6, iterations=2), seed=0
+    )
+    with pytest.raises(ValueError, match="at least one rule"):
+        Simulation(task, graphs.complete(6), [], None, [], 0)
