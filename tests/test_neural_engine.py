@@ -335,26 +335,6 @@ def test_initial_models_are_per_agent_and_reproducible() -> None:
     assert torch.equal(models[0], models[1]) and not torch.equal(models[0, 0], models[0, 1])
 
 
-def test_a_checkpointed_run_resumes_bit_for_bit() -> None:
-    def simulation() -> Simulation:
-        case = Case(
-            mlp(), agents_data((6,), [12, 12, 12]), seed=2, optimiser=Adam(0.05), epochs=2,
-            batch_size=[3, 4, 3], step_probability=[0.5, 1.0, 1.0],
-        )  # fmt: skip
-        rules = [RULES.create("loss", {"nu": 0.1, "r0": 1.0})]
-        return Simulation(case, graphs.complete(3), rules, None, [], 2, case.keys, torch.float32)
-
-    straight = simulation().run()
-    first = simulation()
-    halfway = first.run(rounds=5)
-    saved = {key: torch.clone(value) for key, value in halfway.task_state.items()}
-    resumed = simulation().run(
-        SimState(halfway.iteration, halfway.models.clone(), halfway.rule_states, saved)
-    )
-    assert torch.equal(resumed.models, straight.models)
-    assert torch.equal(resumed.task_state["m"], straight.task_state["m"])
-
-
 def test_sharded_learning_rounds_equal_whole_ones() -> None:
     """Shards of a dense graph score from the round's all-pairs losses and take all-pairs
     distances shard by shard; the result is that of the unsharded run (float32, attackers)."""
