@@ -15,7 +15,7 @@ from byzmtl.ops import all_squared_distances
 from byzmtl.rules import RULES
 from byzmtl.rules.base import Neighbourhoods
 from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
-from tests.oracle import run_oracle
+from tests.oracle import run_oracle, scale_factor
 
 PAPER_RULES = ["loss", "distance", "average", "none"]
 
@@ -306,13 +306,15 @@ def test_dense_and_sparse_combines_agree_with_the_messages(dense: bool) -> None:
     simulation = Simulation(case, graph, rules, ATTACKS.create("scaled", {}), byzantine, 0)
     state = simulation.init_state()
     after, output = simulation.step(state)
-    (layout,) = simulation._layouts.values()
-    assert (layout.dense is not None) == dense
+    (shard,) = simulation.shards
+    assert shard.dense == dense  # the combine takes the dense or the sparse product
     batch = case.batch(0)
     psi, _ = case.adapt(state.models, batch, state.task_state, 0)
     messages = psi[:, simulation.edges.senders].clone()
-    (sent, _), _, _ = simulation._attack(0, state.models, psi, batch)
-    messages[:, simulation.attack_edges] = sent
+    keys = simulation.keys
+    for e in simulation.attack_edges.tolist():  # the scaled attack's a * psi_l, as the oracle
+        k, l = int(simulation.edges.receivers[e]), int(simulation.edges.senders[e])
+        messages[:, e] *= scale_factor(0, int(keys[l]), int(keys[k]), 0, 0.1)
     expected = simulation.edges.combine(torch.stack(output.weights), messages)
     normal = [k for k in range(n) if k not in byzantine]
     assert torch.allclose(after.models[:, normal], expected[:, normal], rtol=1e-12, atol=1e-12)
