@@ -32,7 +32,9 @@ class SoftMin(WeightRule):
     needs_losses = True
 
     def init_state(self, edges: Neighbourhoods, dtype: torch.dtype) -> RuleState:
-        return {"r": torch.full((edges.n_edges,), self.r0, dtype=dtype)}
+        return {
+            "r": torch.full((edges.n_edges,), self.r0, dtype=dtype, device=edges.senders.device)
+        }
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
         r = (1 - self.nu) * state["r"] + self.nu * x.losses

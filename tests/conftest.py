@@ -1,4 +1,5 @@
-"""Shared test fixtures: the in-repository data samples, the full datasets, one torch thread.
+"""Shared test fixtures: the in-repository data samples, the full datasets, one torch thread; and
+the seed of the shuffled test order, printed after the run.
 
 Small real samples of every dataset live in ``tests/data`` (see its README), so the suite runs
 on any fresh clone. Tests that need the full datasets (counts, checksums, accuracy of long runs)
@@ -71,3 +72,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Name the seed of the shuffled order (pytest-randomly's header line is hidden by -q)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if config.pluginmanager.hasplugin("randomly") and isinstance(seed, int):
+        terminalreporter.write_line(
+            f"tests ran in random order: rerun it with -p randomly --randomly-seed={seed}"
+        )

@@ -1,7 +1,15 @@
-"""A deliberately plain implementation of learning rounds, written from PAPER.md for tests only:
-one ``torch.nn.Module`` and one ``torch.optim`` optimiser per agent, one Python loop per agent and
-per neighbour, rules in scalar arithmetic. Only the data schedule (which examples each agent gets
-in a round, and whether it learns) is taken from the case study under test.
+"""A deliberately plain implementation of learning rounds, for tests only: one ``torch.nn.Module``
+and one ``torch.optim`` optimiser per agent, one Python loop per agent and per neighbour, rules in
+scalar arithmetic. Only the data schedule (which examples each agent gets in a round, and whether
+it learns) is taken from the case study under test.
+
+The round, for agent k with neighbours N_k (itself included) and its batch (x_k, y_k):
+psi_k is one optimiser step on the mean cross-entropy l_k when k learns this round (else w_k);
+m_lk = psi_l, or the attack's message when l is Byzantine; scores start at r0 and follow
+r_lk <- (1 - nu) r_lk + nu s_lk, with s_lk = l_k(m_lk) (loss rule: only l with r_lk <= r_kk keep
+a weight) or s_lk = ||m_lk - w_k||^2 (distance rule, no filter); c_lk = (1 / r_lk) / sum (1 / r)
+over the kept neighbours; w_k = sum over N_k of c_lk m_lk. ``none`` keeps psi_k, ``average``
+weighs N_k equally, and a Byzantine agent keeps its own model (paper-scaled: what it sent).
 """
 
 from __future__ import annotations

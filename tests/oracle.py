@@ -1,6 +1,15 @@
-"""A deliberately plain implementation of the paper's round for target localization, written from
-PAPER.md with one Python loop per agent and per neighbour, floats and lists only. The vectorised
-engine must agree with it; nothing here is shared with the engine except the data stream.
+"""A deliberately plain implementation of one round of target localization, with one Python loop
+per agent and per neighbour, floats and lists only. The vectorised engine must agree with it;
+nothing here is shared with the engine except the data stream. The round, for agent k with
+neighbours N_k (itself included), forgetting factor nu and scores r_lk starting at r0:
+
+    psi_k = w_k + mu (q_k - w_k)                       local step towards its sample's q_k
+    m_lk  = psi_l, or the attack's message when l is Byzantine
+    none:     w_k = psi_k;    average:  w_k = mean over N_k of m_lk
+    distance: r_lk <- (1 - nu) r_lk + nu ||m_lk - w_k||^2,     c_lk = (1 / r_lk) / sum (1 / r)
+    loss:     r_lk <- (1 - nu) r_lk + nu (b_k - u_k^T m_lk)^2, kept: r_lk <= r_kk,
+              c_lk = (1 / r_lk) / sum over kept (1 / r), 0 for the others
+    w_k = sum over N_k of c_lk m_lk;  a Byzantine agent keeps w_b = psi_b.
 """
 
 from __future__ import annotations
@@ -13,7 +22,8 @@ from byzmtl import rng
 
 
 def fake_estimate(seed: int, key: int, value: float, spread: float) -> list[float]:
-    """The constant attack's message of the attacker with key ``key`` (PAPER.md: 15 + U[0,1)^2)."""
+    """The constant attack's message of the attacker with key ``key``: the fixed fake estimate
+    value + spread * U[0, 1) in each of the two coordinates (15 + U[0, 1) by default)."""
     draws = rng.uniform(seed, "attack-constant", np.array([key], dtype=np.uint64), 0, 2)[0]
     return [value + spread * float(x) for x in draws]
 

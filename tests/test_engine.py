@@ -15,7 +15,7 @@ from byzmtl.ops import all_squared_distances
 from byzmtl.rules import RULES
 from byzmtl.rules.base import Neighbourhoods
 from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
-from tests.oracle import run_oracle
+from tests.oracle import run_oracle, scale_factor
 
 PAPER_RULES = ["loss", "distance", "average", "none"]
 
@@ -195,22 +195,6 @@ def test_malformed_messages_never_poison_normal_models(attack: str, dtype: str) 
     assert result.final("loss", "loss") < 1.0
 
 
-def test_checkpoint_resumes_bit_for_bit(tmp_path) -> None:
-    from byzmtl.engine import SimState
-    from byzmtl.experiment import prepare
-
-    config = {"case": "target-localization", "attackers": 10, "task": {"iterations": 60}}
-    straight = prepare(config).simulation.run()
-    simulation = prepare(config).simulation
-    halfway = simulation.run(rounds=30)
-    halfway.save(tmp_path / "state.pt")
-    resumed = simulation.run(SimState.load(tmp_path / "state.pt"))
-    assert resumed.iteration == straight.iteration == 60
-    assert torch.equal(resumed.models, straight.models)
-    for a, b in zip(resumed.rule_states, straight.rule_states, strict=True):
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 @pytest.mark.parametrize(
     ("attack", "names"),
     [("constant", PAPER_RULES), ("nan", PAPER_RULES), ("alie", None), ("nan", None)],
@@ -322,13 +306,34 @@ def test_dense_and_sparse_combines_agree_with_the_messages(dense: bool) -> None:
     simulation = Simulation(case, graph, rules, ATTACKS.create("scaled", {}), byzantine, 0)
     state = simulation.init_state()
     after, output = simulation.step(state)
-    (layout,) = simulation._layouts.values()
-    assert (layout.dense is not None) == dense
+    (shard,) = simulation.shards
+    assert shard.dense == dense  # the combine takes the dense or the sparse product
     batch = case.batch(0)
     psi, _ = case.adapt(state.models, batch, state.task_state, 0)
     messages = psi[:, simulation.edges.senders].clone()
-    (sent, _), _, _ = simulation._attack(0, state.models, psi, batch)
-    messages[:, simulation.attack_edges] = sent
+    keys = simulation.keys
+    for e in simulation.attack_edges.tolist():  # the scaled attack's a * psi_l, as the oracle
+        k, l = int(simulation.edges.receivers[e]), int(simulation.edges.senders[e])
+        messages[:, e] *= scale_factor(0, int(keys[l]), int(keys[k]), 0, 0.1)
     expected = simulation.edges.combine(torch.stack(output.weights), messages)
     normal = [k for k in range(n) if k not in byzantine]
     assert torch.allclose(after.models[:, normal], expected[:, normal], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("byzantine", [[-1], [2, -6], [6], [1.5]])
+def test_byzantine_ids_outside_the_network_are_a_one_line_error(byzantine: list) -> None:
+    """A negative id must not wrap around to the last agents (-1 would be agent 5)."""
+    task = TargetLocalization.from_settings(
+        TargetLocalizationSettings(agents=6, iterations=2), seed=0
+    )
+    rules, attack = [RULES.create("loss")], ATTACKS.create("scaled")
+    with pytest.raises(ValueError, match=r"^byzantine: agent ids must be integers in \[0, 6\)"):
+        Simulation(task, graphs.complete(6), rules, attack, byzantine, 0)
+
+
+def test_a_simulation_without_rules_is_an_error() -> None:
+    task = TargetLocalization.from_settings(
+        TargetLocalizationSettings(agents=6, iterations=2), seed=0
+    )
+    with pytest.raises(ValueError, match="at least one rule"):
+        Simulation(task, graphs.complete(6), [], None, [], 0)

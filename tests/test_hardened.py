@@ -1,5 +1,9 @@
 """The hardened loss rule on target localization (full paper setting, 20 attackers): the loss
 rule's blind spot under the null-space attack, and the hardened rule's numbers under every attack.
+Each claim is checked on every seed of SEEDS (each draws its own network, targets and attackers),
+except, to keep the suite fast, two: the stronger push of the null-space attack, checked on the
+first seed (it changes the loss rule's drift only), and the bound under every other attack,
+checked on the first two seeds (its margin is wide: at most 0.65 of the bound on seeds 0..4).
 """
 
 from __future__ import annotations
@@ -16,18 +20,22 @@ from byzmtl.experiment import run
 from byzmtl.rules import RULES, RuleInputs
 from byzmtl.rules.base import Neighbourhoods
 
-PAPER = {"case": "target-localization", "attackers": 20, "seed": 0}
+PAPER = {"case": "target-localization", "attackers": 20}
+SEEDS = range(5)
 
 
 def finals(result, rule: str) -> tuple[float, float]:
     return result.final(rule, "loss"), result.final(rule, "msd")
 
 
-@pytest.mark.parametrize("push", [1.0, 5.0])
-def test_null_space_attack_fools_the_loss_rule_but_not_the_hardened_one(push: float) -> None:
+@pytest.mark.parametrize(("push", "seed"), [*((1.0, seed) for seed in SEEDS), (5.0, 0)])
+def test_null_space_attack_fools_the_loss_rule_but_not_the_hardened_one(
+    push: float, seed: int
+) -> None:
     result = run(
         PAPER
         | {
+            "seed": seed,
             "attack": "null-space",
             "attack_params": {"push": push},
             "rules": ["loss", "hardened-loss", "none"],
@@ -45,21 +53,26 @@ def test_null_space_attack_fools_the_loss_rule_but_not_the_hardened_one(push: fl
     assert hardened["mean"] < 0.05
 
 
+@pytest.mark.parametrize("seed", SEEDS[:2])
 @pytest.mark.parametrize("attack", sorted(set(ATTACKS.names()) - {"null-space"}))
-def test_hardened_rule_stays_within_twice_no_cooperation(attack: str) -> None:
-    result = run(PAPER | {"attack": attack, "rules": ["hardened-loss", "none"]})
+def test_hardened_rule_stays_within_twice_no_cooperation(attack: str, seed: int) -> None:
+    result = run(PAPER | {"attack": attack, "seed": seed, "rules": ["hardened-loss", "none"]})
     hard_loss, hard_msd = finals(result, "hardened-loss")
     alone_loss, alone_msd = finals(result, "none")
     assert hard_loss < 2 * alone_loss and hard_msd < 2 * alone_msd
 
 
-def test_hardened_rule_keeps_the_benefit_of_cooperation_without_attack() -> None:
-    result = run({"case": "target-localization", "rules": ["loss", "hardened-loss", "none"]})
-    hard_loss, hard_msd = finals(result, "hardened-loss")
-    alone_loss, alone_msd = finals(result, "none")
-    loss, _ = finals(result, "loss")
-    assert hard_loss < 0.6 * alone_loss and hard_msd < 0.6 * alone_msd
-    assert loss <= hard_loss < 2 * loss
+@pytest.mark.parametrize("seed", SEEDS)
+def test_hardened_rule_keeps_the_benefit_of_cooperation_without_attack(seed: int) -> None:
+    """Without attack the hardened rule keeps most of what cooperation gains: at least two thirds
+    of the loss rule's gain over learning alone (0.73 to 0.83 of it on seeds 0..4), in loss and
+    in msd, and never more than the loss rule itself."""
+    rules = ["loss", "hardened-loss", "none"]
+    result = run({"case": "target-localization", "seed": seed, "rules": rules})
+    for metric in ("loss", "msd"):
+        loss, hard, alone = (result.final(rule, metric) for rule in rules)
+        assert loss <= hard < alone
+        assert alone - hard >= 2 / 3 * (alone - loss), metric
 
 
 @settings(max_examples=50, deadline=None)

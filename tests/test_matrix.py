@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -60,22 +61,24 @@ def test_a_cell_is_the_run_with_the_same_settings(finished: Path) -> None:
     assert table.loc[("loss", "null-space")]["loss_worst"] == pytest.approx(np.mean(worst))
 
 
-def test_an_interrupted_matrix_resumes(finished: Path) -> None:
-    (finished / "cells" / "constant-seed1.json").unlink()
+def test_an_interrupted_matrix_resumes(finished: Path, tmp_path: Path) -> None:
+    interrupted = tmp_path / "m"  # a copy: the module's finished matrix stays as it was
+    shutil.copytree(finished, interrupted)
+    (interrupted / "cells" / "constant-seed1.json").unlink()
     lines: list[str] = []
     base = {"case": "target-localization", "attackers": 4, "task": {"agents": 20,
             "iterations": 25}, "graph": {"kind": "complete"}}  # fmt: skip
-    plan = matrix.plan(base, ["loss", "median"], ["constant", "null-space"], [0, 1], finished)
+    plan = matrix.plan(base, ["loss", "median"], ["constant", "null-space"], [0, 1], interrupted)
     matrix.execute(plan, progress=False, log=lines.append)
     assert len(lines) == 6
     assert [line for line in lines if "skipped" not in line] == [lines[3]]
     assert lines[3].startswith("[4/6] constant, seed 1: ")
     # another rule: the cells lack it, so they run again with it
-    plan = matrix.plan(base, ["loss", "median", "krum"], ["constant"], [0], finished)
+    plan = matrix.plan(base, ["loss", "median", "krum"], ["constant"], [0], interrupted)
     lines.clear()
     table = matrix.execute(plan, progress=False, log=lines.append)
     assert not any("skipped" in line for line in lines) and "krum" in set(table["rule"])
-    stored = json.loads((finished / "cells" / "constant-seed0.json").read_text())
+    stored = json.loads((interrupted / "cells" / "constant-seed0.json").read_text())
     assert set(stored["summary"]["rules"]) == {"loss", "median", "krum", "none"}
 
 

@@ -335,26 +335,6 @@ def test_initial_models_are_per_agent_and_reproducible() -> None:
     assert torch.equal(models[0], models[1]) and not torch.equal(models[0, 0], models[0, 1])
 
 
-def test_a_checkpointed_run_resumes_bit_for_bit() -> None:
-    def simulation() -> Simulation:
-        case = Case(
-            mlp(), agents_data((6,), [12, 12, 12]), seed=2, optimiser=Adam(0.05), epochs=2,
-            batch_size=[3, 4, 3], step_probability=[0.5, 1.0, 1.0],
-        )  # fmt: skip
-        rules = [RULES.create("loss", {"nu": 0.1, "r0": 1.0})]
-        return Simulation(case, graphs.complete(3), rules, None, [], 2, case.keys, torch.float32)
-
-    straight = simulation().run()
-    first = simulation()
-    halfway = first.run(rounds=5)
-    saved = {key: torch.clone(value) for key, value in halfway.task_state.items()}
-    resumed = simulation().run(
-        SimState(halfway.iteration, halfway.models.clone(), halfway.rule_states, saved)
-    )
-    assert torch.equal(resumed.models, straight.models)
-    assert torch.equal(resumed.task_state["m"], straight.task_state["m"])
-
-
 def test_sharded_learning_rounds_equal_whole_ones() -> None:
     """Shards of a dense graph score from the round's all-pairs losses and take all-pairs
     distances shard by shard; the result is that of the unsharded run (float32, attackers)."""
@@ -386,3 +366,38 @@ def test_sharded_learning_rounds_equal_whole_ones() -> None:
     assert torch.allclose(final.models, final_sharded.models, rtol=1e-5, atol=1e-6)
     for a, b in zip(final.rule_states, final_sharded.rule_states, strict=True):
         assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [nn.ReLU(), nn.ReLU(inplace=True), nn.LeakyReLU(0.1, inplace=True), nn.Identity()],
+    ids=["relu", "relu-inplace", "leaky-relu-inplace", "identity"],
+)
+def test_forward_passes_never_modify_stored_data(first: nn.Module) -> None:
+    """A Sequential that starts with an element-wise layer (in place or not) reads the stored
+    examples through views: neither the case's data nor the caller's arrays may change, and
+    evaluating twice gives the same numbers."""
+    data = agents_data((6,), [8, 8, 8])
+    arrays = [(d.x_train.copy(), d.x_test.copy()) for d in data]
+    model = nn.Sequential(first, nn.Linear(6, 4), nn.LeakyReLU(0.1, inplace=True), nn.Linear(4, 3))
+    case = Case(
+        model, data, seed=0, optimiser=SGD(0.1), epochs=1, batch_size=4, dtype=torch.float64
+    )
+    stored = [case.test_set[0].clone(), case.train_eval_set[0].clone()]
+    assert bool((stored[0] < 0).any())  # there is something to overwrite
+    rules = [RULES.create("loss")]  # one replica: every agent evaluates its model in place
+    simulation = Simulation(case, graphs.complete(3), rules, None, [], 0, case.keys)
+    state = simulation.init_state()
+    evaluated = case.evaluate(state.models, case.test_set)
+    for _ in range(2):
+        batch = case.batch(0)
+        inputs = batch.groups[0].x.clone()
+        case.edge_losses(state.models[:, [0, 1]], torch.tensor([2, 2]), batch)
+        assert torch.equal(batch.groups[0].x, inputs)
+    state = simulation.run(state)
+    assert torch.equal(case.test_set[0], stored[0])
+    assert torch.equal(case.train_eval_set[0], stored[1])
+    for agent, (x_train, x_test) in zip(data, arrays, strict=True):
+        assert np.array_equal(agent.x_train, x_train) and np.array_equal(agent.x_test, x_test)
+    again = case.evaluate(simulation.init_state().models, case.test_set)
+    assert all(torch.equal(a, b) for a, b in zip(evaluated, again, strict=True))

@@ -336,6 +336,19 @@ class _ReplicaMessages:
         return self.messages.squared_distances(self.r, targets)
 
 
+def _agent_ids(ids: Sequence[int] | np.ndarray, n_agents: int) -> np.ndarray:
+    """``ids`` as an int64 array, or a one-line ValueError unless every id is an integer in
+    [0, n_agents) (numpy would let a negative id index the last agents)."""
+    array = np.asarray(ids)
+    if not array.size:
+        return array.astype(np.int64)
+    if array.dtype.kind not in "iu" or array.min() < 0 or array.max() >= n_agents:
+        raise ValueError(
+            f"byzantine: agent ids must be integers in [0, {n_agents}), got {array.tolist()}"
+        )
+    return array.astype(np.int64)
+
+
 class Simulation:
     """A network of agents learning one task each, run under several rules at once.
 
@@ -361,13 +374,15 @@ class Simulation:
         if graph.n_agents != task.n_agents:
             raise ValueError(f"graph has {graph.n_agents} agents, task has {task.n_agents}")
         self.task, self.graph, self.rules, self.attack = task, graph, list(rules), attack
+        if not self.rules:
+            raise ValueError("a simulation needs at least one rule")
         self.seed, self.dtype, self.device = seed, dtype, torch.device(device)
         self.keys = rng.agent_keys(graph.n_agents) if keys is None else np.asarray(keys, np.uint64)
         self.edges = Neighbourhoods.from_graph(graph, self.device)
         for rule in self.rules:
             rule.check(self.edges)
         byz = np.zeros(graph.n_agents, dtype=bool)
-        byz[np.asarray(byzantine, dtype=np.int64)] = True
+        byz[_agent_ids(byzantine, graph.n_agents)] = True
         self.byzantine = torch.as_tensor(byz, device=self.device)
         self.byzantine_ids = torch.as_tensor(np.flatnonzero(byz), device=self.device)
         self.attack_edges = torch.as_tensor(np.flatnonzero(byz[graph.senders]), device=self.device)

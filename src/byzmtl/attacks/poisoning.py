@@ -15,7 +15,7 @@ flipped ones, the others untouched; it must not modify ``batch`` in place. What 
 
 - target localization (regression): the observation d is negated, d -> -d, so the attacker
   learns the mirror image of its target through its own position, x_k - (w0_k - x_k);
-- classification (``har``, ``digits``, any case built on ``tasks/neural.py``): the standard flip
+- classification (``har``, ``digits``, any case built on ``byzmtl.tasks.neural``): the standard flip
   of C classes, y -> C - 1 - y, on the flagged agents' training batches.
 
 A case study without the hook cannot run this attack: the run stops before the first round with
