@@ -10,10 +10,13 @@ from hypothesis import strategies as st
 
 from byzmtl import graph as graphs
 from byzmtl.attacks import ATTACKS
-from byzmtl.engine import ShardMessages, Simulation, make_shards
+from byzmtl.engine import Simulation, make_shards
+from byzmtl.engine.messages import ShardMessages
+from byzmtl.engine.sending import attack_inputs, send
+from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.ops import all_squared_distances
 from byzmtl.rules import RULES
-from byzmtl.rules.base import Neighbourhoods
+from byzmtl.rules.base import RuleState
 from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
 from tests.oracle import run_oracle
 
@@ -130,7 +133,7 @@ def test_weight_laws(net: dict) -> None:
             torch.testing.assert_close(sums[normal], torch.ones_like(sums[normal]))
         loss_weights = output.weights[0]
         assert (loss_weights[edges.self_edges][normal] > 0).all()  # a normal agent keeps itself
-    scores = final.rule_states[0]["r"]
+    scores = final.rule_states[0].edges["r"]
     filtered = scores > scores[edges.receiver_self_edge]
     assert (outputs[-1].weights[0][filtered] == 0).all()
 
@@ -208,7 +211,7 @@ def test_checkpoint_resumes_bit_for_bit(tmp_path) -> None:
     assert resumed.iteration == straight.iteration == 60
     assert torch.equal(resumed.models, straight.models)
     for a, b in zip(resumed.rule_states, straight.rule_states, strict=True):
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert same_state(a, b)
 
 
 @pytest.mark.parametrize(
@@ -245,7 +248,7 @@ def test_sharded_combine_changes_no_result(attack: str, names: list[str] | None)
     assert len(whole.shards) == 1 and len(sharded.shards) > 5
     assert torch.equal(final.models, final_sharded.models)
     for a, b in zip(final.rule_states, final_sharded.rule_states, strict=True):
-        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert same_state(a, b)
     for a, b in zip(outputs[-1].weights, outputs_sharded[-1].weights, strict=True):
         assert (a is None and b is None) or torch.equal(a, b)
 
@@ -322,13 +325,23 @@ def test_dense_and_sparse_combines_agree_with_the_messages(dense: bool) -> None:
     simulation = Simulation(case, graph, rules, ATTACKS.create("scaled", {}), byzantine, 0)
     state = simulation.init_state()
     after, output = simulation.step(state)
-    (layout,) = simulation._layouts.values()
-    assert (layout.dense is not None) == dense
+    (shard,) = simulation.shards
+    assert shard.dense == dense
     batch = case.batch(0)
     psi, _ = case.adapt(state.models, batch, state.task_state, 0)
     messages = psi[:, simulation.edges.senders].clone()
-    (sent, _), _, _ = simulation._attack(0, state.models, psi, batch)
-    messages[:, simulation.attack_edges] = sent
+    context = simulation.attack_context
+    inputs = attack_inputs(context, case, 0, psi, state.models, batch)
+    heard = send(simulation.attack, context, inputs, len(simulation.attack_edges))
+    messages[:, simulation.attack_edges] = heard.attack
     expected = simulation.edges.combine(torch.stack(output.weights), messages)
     normal = [k for k in range(n) if k not in byzantine]
     assert torch.allclose(after.models[:, normal], expected[:, normal], rtol=1e-12, atol=1e-12)
+
+
+def same_state(a: RuleState, b: RuleState) -> bool:
+    """Two rule states hold the same tensors, bit for bit."""
+    return all(
+        x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+        for x, y in ((a.edges, b.edges), (a.agents, b.agents))
+    )

@@ -63,3 +63,10 @@ def _quiet_sparse_warning() -> None:
 
 
 _quiet_sparse_warning()
+
+
+def within_range(models: Tensor) -> Tensor:
+    """``models`` clamped (in place) to +-finfo.max: a convex combination of finite values is
+    finite, but its rounding can carry it past the largest float, to +-inf."""
+    largest = torch.finfo(models.dtype).max
+    return models.clamp_(-largest, largest)

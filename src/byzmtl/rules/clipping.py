@@ -53,7 +53,8 @@ class ClippedGossip(WeightRule):
 
     >>> import torch
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods, RuleInputs
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
+    >>> from byzmtl.rules.base import RuleInputs
     >>> edges = Neighbourhoods.from_graph(complete(2))
     >>> psi = torch.tensor([[0.0], [10.0]], dtype=torch.float64)
     >>> ClippedGossip(tau=1.0).step(RuleInputs.sent(edges, psi), {})[0].models.flatten().tolist()
