@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from byzmtl.graph import Graph
-from byzmtl.ops import segment_sums, within_range
+from byzmtl.ops import branches_freely, segment_sums, within_range
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +121,8 @@ class Neighbourhoods:
         replicas = flat.numel() // self.n_edges
         index = self._replicated_receivers(replicas)
         totals = flat.new_zeros(replicas * self.n_agents).index_add_(0, index, flat)
+        if not branches_freely(flat):  # the sound path, without reading a flag
+            return self._normalise_any(flat, index).view(affinities.shape)
         low, high = torch.aminmax(totals)
         if not (low > 0 and high < torch.inf and flat.min() >= 0):
             return self._normalise_any(flat, index).view(affinities.shape)

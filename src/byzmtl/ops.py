@@ -70,3 +70,10 @@ def within_range(models: Tensor) -> Tensor:
     finite, but its rounding can carry it past the largest float, to +-inf."""
     largest = torch.finfo(models.dtype).max
     return models.clamp_(-largest, largest)
+
+
+def branches_freely(tensor: Tensor) -> bool:
+    """Whether code may branch on ``tensor``'s values for free: on the CPU its data is in host
+    memory; on an accelerator reading a value is a host synchronisation, which stalls the
+    device's queue, so the engine takes branch-free paths there instead (same results)."""
+    return tensor.device.type == "cpu"

@@ -113,5 +113,8 @@ class Mimic(Attack):
 
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): psi_a on every attacked edge."""
-        copied = x.psi[:, self.mimicked(x.context)]
-        return copied[:, None, :].expand(-1, len(x.senders), -1)
+        memo = ("mimic", self.agent)
+        if memo not in x.context.cache:  # round-independent: found once, kept on the device
+            x.context.cache[memo] = x.psi.new_tensor([self.mimicked(x.context)], dtype=torch.long)
+        copied = x.psi.index_select(1, x.context.cache[memo])
+        return copied.expand(-1, len(x.senders), -1)

@@ -7,11 +7,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from byzmtl.ops import branches_freely
+
 
 def keep_finite(values: Tensor, fallback: Tensor) -> tuple[Tensor, Tensor | None]:
     """``values`` (R, N, d) with every agent's row that holds a NaN or Inf replaced by its row
-    of ``fallback``, and the (R, N) mask of replaced rows (None when none was). One reduction
-    over ``values`` in the common case where every row is finite."""
+    of ``fallback``, and the (R, N) mask of replaced rows (None when none was). On the CPU one
+    reduction over ``values`` in the common case where every row is finite; on an accelerator
+    the replacement is always made (no host synchronisation), and the mask always returned."""
+    if not branches_freely(values):
+        bad = ~torch.isfinite(values).all(-1)
+        return torch.where(bad[..., None], fallback, values), bad
     if bool(torch.isfinite(values.sum(-1)).all()):
         return values, None
     bad = ~torch.isfinite(values).all(-1)  # the sum may also overflow on finite rows

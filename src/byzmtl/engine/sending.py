@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from byzmtl.attacks.base import Attack, AttackContext, AttackInputs
+from byzmtl.ops import branches_freely
 from byzmtl.protocols import Task
 
 
@@ -41,9 +42,10 @@ def checked(value: object, shape: tuple[int, ...], what: str, axes: str) -> Tens
 class Heard:
     """What the receivers hear in one round."""
 
-    psi: Tensor  # (R, N, d) the models heard from each sender (a broadcast replaces its rows)
+    psi: Tensor  # (R, N, d) the models heard from each sender (a broadcast replaces its rows,
+    #   zeroed where not finite)
     attack: Tensor | None  # (R, B, d) per-edge attack messages (non-finite ones zeroed)
-    finite: Tensor | None  # (R, B) the per-edge messages were finite; None: all were
+    finite: Tensor | None  # (R, B) each attacked edge's message was finite; None: all were
     own: Tensor | None  # (R, n_b, d) the Byzantine agents' own next models, if the attack sets them
 
 
@@ -62,9 +64,16 @@ def send(attack: Attack, context: AttackContext, inputs: AttackInputs, n_edges: 
     if own is not None:
         own = checked(own, per_agent, f"{name}.own_models", "(R, n_b, d)").to(psi.dtype)
     sent = sent.to(psi.dtype)
-    if math.isfinite(float(sent.sum())):  # then no entry is NaN or infinite
-        if broadcast is not None:  # heard like honest models: scored on all pairs at once
+    # on the CPU, skip the masks when every message is finite (checked with one reduction)
+    checked_finite = branches_freely(sent) and math.isfinite(float(sent.sum()))
+    if broadcast is not None:  # heard like honest models: scored on all pairs at once
+        if checked_finite:
             return Heard(psi.index_copy(1, context.byzantine_ids, broadcast), None, None, own)
+        rows = torch.isfinite(broadcast).all(-1)
+        zeroed = broadcast.masked_fill(~rows[..., None], 0.0)
+        heard = psi.index_copy(1, context.byzantine_ids, zeroed)
+        return Heard(heard, None, rows.index_select(1, context.sender_rank), own)
+    if checked_finite:
         return Heard(psi, sent, None, own)
     finite = torch.isfinite(sent).all(-1)
     return Heard(psi, sent.masked_fill(~finite[..., None], 0.0), finite, own)

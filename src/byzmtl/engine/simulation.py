@@ -203,11 +203,13 @@ class Simulation:
         state, from the shard's part of the rules' states."""
         heard = round_.heard
         attack_values, finite = heard.attack, heard.finite
-        if attack_values is not None and not shard.whole:
-            attack_values = attack_values.index_select(1, shard.attacked_rows)
-            finite = None if finite is None else finite.index_select(1, shard.attacked_rows)
-        if attack_values is not None and not shard.attacked.numel():
+        if not shard.attacked.numel():
             attack_values = finite = None
+        elif not shard.whole:
+            if attack_values is not None:
+                attack_values = attack_values.index_select(1, shard.attacked_rows)
+            if finite is not None:
+                finite = finite.index_select(1, shard.attacked_rows)
         oks: Sequence[Tensor] = self._all_finite[shard.n_edges]
         masks = None
         if finite is not None:
