@@ -32,14 +32,15 @@ class SoftMin(WeightRule):
     needs_losses = True
 
     def init_state(self, edges: Neighbourhoods, dtype: torch.dtype) -> RuleState:
-        return {
-            "r": torch.full((edges.n_edges,), self.r0, dtype=dtype, device=edges.senders.device)
-        }
+        device = edges.receivers.device
+        return RuleState(
+            edges={"r": torch.full((edges.n_edges,), self.r0, dtype=dtype, device=device)}
+        )
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
-        r = (1 - self.nu) * state["r"] + self.nu * x.losses
+        r = (1 - self.nu) * state.edges["r"] + self.nu * x.losses
         gap = (r - r[x.edges.receiver_self_edge]).clamp_min(0)  # own edge: gap 0, weight 1
-        return torch.exp(-gap / self.temperature), {"r": r}
+        return torch.exp(-gap / self.temperature), RuleState(edges={"r": r})
 
 
 @ATTACKS.register("shifted")

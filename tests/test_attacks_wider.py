@@ -17,8 +17,8 @@ from byzmtl.attacks.base import one_round
 from byzmtl.config import ConfigError
 from byzmtl.engine import Simulation
 from byzmtl.experiment import prepare, run
+from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.rules import RULES
-from byzmtl.rules.base import Neighbourhoods
 from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
 
 F64 = torch.float64

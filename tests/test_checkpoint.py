@@ -30,7 +30,10 @@ def assert_same_state(a: SimState, b: SimState) -> None:
     assert a.iteration == b.iteration
     assert torch.equal(a.models, b.models)
     assert len(a.rule_states) == len(b.rule_states)
-    for x, y in [*zip(a.rule_states, b.rule_states, strict=True), (a.task_state, b.task_state)]:
+    pairs = [(a.task_state, b.task_state)]
+    for x, y in zip(a.rule_states, b.rule_states, strict=True):
+        pairs += [(x.edges, y.edges), (x.agents, y.agents)]
+    for x, y in pairs:
         assert x.keys() == y.keys() and all(torch.equal(x[key], y[key]) for key in x)
     assert (a.contained is None) == (b.contained is None)
     assert a.contained is None or torch.equal(a.contained, b.contained)

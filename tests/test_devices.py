@@ -1,25 +1,103 @@
-"""Rules keep their state on the device of the edges they are given, checked without a GPU on
-torch's ``meta`` device (tensors with a shape and a device but no data)."""
+"""The engine on every available device (CPU always; CUDA and MPS where present), a round that
+never reads a value back from an accelerator (no host synchronisation), and rules that keep
+their state on the device of their edges, checked without a GPU on torch's ``meta`` device
+(tensors with a shape and a device but no data)."""
 
 from __future__ import annotations
 
+import contextlib
 import runpy
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+import byzmtl.engine.containment
+import byzmtl.engine.sending
+import byzmtl.neighbourhoods
+import byzmtl.rules.clipping
+import byzmtl.rules.padded
 from byzmtl import graph as graphs
+from byzmtl import ops
 from byzmtl.attacks import ATTACKS
+from byzmtl.experiment import prepare
+from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.rules import RULES
-from byzmtl.rules.base import Neighbourhoods
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DEVICES = (
+    ["cpu"] + ["cuda"] * torch.cuda.is_available() + ["mps"] * torch.backends.mps.is_available()
+)
+BRANCHING = [
+    byzmtl.engine.containment,
+    byzmtl.engine.sending,
+    byzmtl.neighbourhoods,
+    byzmtl.rules.clipping,
+    byzmtl.rules.padded,
+]
+SYNCING = ["__bool__", "__int__", "__float__", "__index__", "item", "tolist", "numpy",
+           "nonzero", "unique", "unique_consecutive", "masked_select"]  # fmt: skip
+
+
+def tl(**settings: object) -> dict:
+    return {"case": "target-localization", "attackers": 5, "task": {"agents": 30, "iterations": 40},
+            **settings}  # fmt: skip
+
+
+@contextlib.contextmanager
+def as_on_an_accelerator(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Take the accelerator's branch-free paths on the CPU, and make every operation that would
+    read a value back from an accelerator raise."""
+    for module in BRANCHING:
+        monkeypatch.setattr(module, "branches_freely", lambda tensor: False)
+    with monkeypatch.context() as patch:
+
+        def refuse(name: str):
+            def raising(*args: object, **kwargs: object) -> None:
+                raise AssertionError(f"a round read a value from the device: {name}")
+
+            return raising
+
+        for name in SYNCING:
+            patch.setattr(torch.Tensor, name, refuse(f"Tensor.{name}"))
+        for name in ("nonzero", "unique", "unique_consecutive", "masked_select"):
+            patch.setattr(torch, name, refuse(f"torch.{name}"))
+        yield
+
+
+@pytest.mark.parametrize("graph", ["complete", "geometric"])
+@pytest.mark.parametrize("attack", ATTACKS.names())
+def test_a_round_reads_no_value_from_the_device(graph: str, attack: str, monkeypatch) -> None:
+    rules = RULES.names()
+    simulation = prepare(tl(rules=rules, attack=attack, graph={"kind": graph})).simulation
+    state, _ = simulation.step(simulation.init_state())  # caches and layouts are built once
+    reference, _ = simulation.step(state)
+    with as_on_an_accelerator(monkeypatch):
+        state, _ = simulation.step(state)
+    torch.testing.assert_close(state.models, reference.models, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_engine_runs_on_every_device_like_on_the_cpu(device: str) -> None:
+    config = tl(rules=["loss", "distance", "average", "none"], attack="paper-scaled")
+    on_cpu = prepare(config).simulation.run()
+    on_device = prepare({**config, "device": device}).simulation.run()
+    assert on_device.models.device.type == device
+    assert torch.isfinite(on_device.models).all()
+    torch.testing.assert_close(on_device.models.cpu(), on_cpu.models, rtol=1e-9, atol=1e-9)
+    again = prepare({**config, "device": device}).simulation.run()
+    assert torch.equal(again.models, on_device.models)  # the same bits on the same device
+
+
+def test_branches_are_free_on_the_cpu_only() -> None:
+    assert ops.branches_freely(torch.zeros(1))
+    assert not ops.branches_freely(torch.zeros(1, device="meta"))
 
 
 def state_devices(rule_name: str, edges: Neighbourhoods) -> set[str]:
     state = RULES.create(rule_name).init_state(edges, torch.float32)
-    return {value.device.type for value in state.values()}
+    return {value.device.type for value in [*state.edges.values(), *state.agents.values()]}
 
 
 @pytest.mark.parametrize("name", RULES.names())
@@ -38,4 +116,4 @@ def test_the_custom_rule_example_builds_its_state_on_the_edges_device(
     example = runpy.run_path(str(EXAMPLES / "custom_rule.py"))
     edges = Neighbourhoods.from_graph(graphs.complete(6), "meta")
     state = example["SoftMin"]().init_state(edges, torch.float32)
-    assert {value.device.type for value in state.values()} == {"meta"}
+    assert {value.device.type for value in state.edges.values()} == {"meta"}

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from byzmtl import graph as graphs
 from byzmtl.attacks import ATTACKS
 from byzmtl.experiment import run
+from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.rules import RULES, RuleInputs
-from byzmtl.rules.base import Neighbourhoods
 
 PAPER = {"case": "target-localization", "attackers": 20}
 SEEDS = range(5)
@@ -99,7 +99,7 @@ def test_no_accepted_message_moves_a_receiver_beyond_its_clipping_radius(n, step
     moved = (out.models - psi).norm(dim=1)
     assert torch.all(moved <= (1 - own_weight) * tau * (1 + 1e-12) + 1e-12)
     assert torch.all(out.weights[edges.self_edges] >= own_weight - 1e-12)
-    assert np.allclose(state["s"].numpy(), 0.1 * step**2)
+    assert np.allclose(state.agents["s"].numpy(), 0.1 * step**2)
 
 
 def test_agents_that_skip_their_step_keep_the_radius_of_the_steps_they_take() -> None:
@@ -110,10 +110,10 @@ def test_agents_that_skip_their_step_keep_the_radius_of_the_steps_they_take() ->
     before = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
     stepped = before + torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
     _, state = rule.step(RuleInputs.sent(edges, stepped, before, losses), state)  # 2 never steps
-    assert state["n"].tolist() == [1.0, 1.0, 0.0]
+    assert state.agents["n"].tolist() == [1.0, 1.0, 0.0]
     far = torch.tensor([[1.0, 0.0], [1.0, 10.0], [0.0, 0.0]], dtype=torch.float64)
     out, state = rule.step(RuleInputs.sent(edges, far, stepped, losses, iteration=1), state)
-    assert state["n"].tolist() == [1.0, 2.0, 0.0]  # agent 0 skipped this round
+    assert state.agents["n"].tolist() == [1.0, 2.0, 0.0]  # agent 0 skipped this round
     moved = (out.models - far).norm(dim=1)
     # radius 0.5 from its one step: agents 1 (10 away) and 2 (1 away) each move it by 0.5 / 3
     assert moved[0] == pytest.approx(0.5 * np.sqrt(2) / 3)

@@ -365,7 +365,8 @@ def test_sharded_learning_rounds_equal_whole_ones() -> None:
     assert all(shard.dense for shard in sharded.shards)
     assert torch.allclose(final.models, final_sharded.models, rtol=1e-5, atol=1e-6)
     for a, b in zip(final.rule_states, final_sharded.rule_states, strict=True):
-        assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
+        for x, y in ((a.edges, b.edges), (a.agents, b.agents)):
+            assert all(torch.allclose(x[k], y[k], rtol=1e-5, atol=1e-6) for k in x)
 
 
 @pytest.mark.parametrize(

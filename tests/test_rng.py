@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byzmtl import rng
@@ -46,3 +46,21 @@ def test_normal_moments() -> None:
     assert z.shape == (100_000, 3)
     assert abs(z.mean()) < 0.01
     assert abs(z.std() - 1) < 0.01
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    seed=st.integers(0, 2**63 - 1),
+    keys=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=20),
+    iteration=st.integers(0, 2**40),
+    size=st.integers(1, 9),
+)
+def test_draws_on_the_device_are_the_numpy_draws_bit_for_bit(
+    seed: int, keys: list[int], iteration: int, size: int
+) -> None:
+    words = np.array(keys, dtype=np.uint64)
+    expected = rng.uniform(seed, "stream", words, iteration, size)
+    got = rng.uniform_tensor(seed, "stream", rng.key_tensor(words), iteration, size)
+    assert np.array_equal(got.numpy(), expected)
+    normals = rng.normal_tensor(seed, "stream", rng.key_tensor(words), iteration, size)
+    assert np.array_equal(normals.numpy(), rng.normal(seed, "stream", words, iteration, size))

@@ -15,8 +15,8 @@ from byzmtl.attacks import ATTACKS
 from byzmtl.config import ConfigError
 from byzmtl.engine import Simulation
 from byzmtl.experiment import prepare
+from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.rules import RULES, RuleAssumptionError, RuleInputs
-from byzmtl.rules.base import Neighbourhoods
 from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
 
 ROBUST = [

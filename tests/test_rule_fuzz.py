@@ -20,8 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byzmtl import graph as graphs
+from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.rules import RULES, RuleAssumptionError, RuleInputs
-from byzmtl.rules.base import Neighbourhoods, Rule
+from byzmtl.rules.base import Rule
 from byzmtl.rules.loss import LossBased
 
 DTYPES = [torch.float32, torch.float64]
@@ -146,7 +147,7 @@ def check_round(rule: Rule, x: RuleInputs, models: torch.Tensor, weights, state)
     torch.testing.assert_close(totals, torch.ones_like(totals), rtol=0, atol=tolerance)
     assert (weights[~x.finite] == 0).all(), "weight on a non-finite message"
     if isinstance(rule, LossBased):
-        r = state["r"]
+        r = state.edges["r"]
         own = r.index_select(0, edges.receiver_self_edge)
         filtered = ~(r <= own) | (~(own < torch.inf) & ~edges.is_self)
         assert (weights[filtered] == 0).all(), "weight on a filtered sender"

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byzmtl import graph as graphs
+from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.rules import RULES, RuleInputs
-from byzmtl.rules.base import Neighbourhoods
 
 F32, F64 = torch.float32, torch.float64
 
@@ -152,7 +152,7 @@ def test_distance_rule_weighs_underflowed_distances_equally() -> None:
         messages = torch.where(attacked[:, None], near, messages)
         x = RuleInputs(edges, messages, torch.ones_like(attacked), True, previous, psi, None, i)
         out, state = rule.step(x, state)
-    assert (state["g"][attacked] < torch.finfo(F64).tiny).all()
+    assert (state.edges["g"][attacked] < torch.finfo(F64).tiny).all()
     mine = edges.receivers == 0
     weights = out.weights[mine]
     torch.testing.assert_close(weights.sum(), torch.tensor(1.0, dtype=F64))
@@ -166,7 +166,7 @@ def test_loss_rule_weighs_scores_below_the_smallest_normal_float32_equally() -> 
     psi = torch.arange(6, dtype=F32)[:, None]
     x = RuleInputs.sent(edges, psi, losses=torch.zeros(edges.n_edges, dtype=F32))
     out, state = rule.step(x, rule.init_state(edges, F32))
-    assert (state["r"] < torch.finfo(F32).tiny).all()
+    assert (state.edges["r"] < torch.finfo(F32).tiny).all()
     torch.testing.assert_close(out.weights, torch.full_like(out.weights, 1 / 6))
     torch.testing.assert_close(out.models, torch.full_like(psi, 2.5))
 
@@ -201,7 +201,7 @@ def test_hardened_rule_keeps_its_clipping_radius_through_a_step_that_overflows()
     for previous in ([[1.0], [1.0]], [[1e200], [1.0]]):  # agent 0's second step overflows
         x = RuleInputs.sent(edges, psi, torch.tensor(previous, dtype=F64), losses)
         out, state = rule.step(x, state)
-    assert torch.isfinite(state["s"]).all()
+    assert torch.isfinite(state.agents["s"]).all()
     far = torch.tensor([[0.0], [100.0]], dtype=F64)  # then agent 1 sends a far model
     out, _ = rule.step(RuleInputs.sent(edges, far, far, losses), state)
     assert out.models[0, 0] <= 0.5  # moved by at most (1 - c_00) * tau_0 = 0.5 * 0.5 * 1

@@ -30,7 +30,7 @@ from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
 from byzmtl.engine import RoundOutput, SimState, Simulation
 from byzmtl.recording import Diagnostics, Recorder
 from byzmtl.registry import RegistryError
-from byzmtl.rules import RULES, Rule, RuleAssumptionError
+from byzmtl.rules import NO_COOPERATION, RULES, Rule, RuleAssumptionError
 from byzmtl.tasks import CASES, CaseError, CaseStudy
 
 
@@ -137,10 +137,8 @@ def _with_graph_groups(config: RunConfig, given: nx.Graph | None) -> RunConfig:
 
 def _rule_params(config: RunConfig, name: str) -> dict[str, Any]:
     params = dict(config.rule_params.get(name, {}))
-    accepted = RULES.parameters(name)
-    for shared in ("nu", "r0"):
-        if shared in accepted and shared not in params:
-            params[shared] = getattr(config, shared)
+    for shared in RULES.get(name).shared_settings:
+        params.setdefault(shared, getattr(config, shared))
     return params
 
 
@@ -319,7 +317,7 @@ def _summary(
             "log_metrics": sorted(case.log_metrics),
         },
         "diagnostics": {
-            "regret_reference": None if diagnostics.reference is None else "none",
+            "regret_reference": None if diagnostics.reference is None else NO_COOPERATION,
             "regret_metric": diagnostics.loss_metric,
             "rounds": case.n_rounds,
         },

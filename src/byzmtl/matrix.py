@@ -60,13 +60,13 @@ from byzmtl.destination import (
     write_atomic,
 )
 from byzmtl.experiment import prepare, run
+from byzmtl.names import NO_ATTACK, NO_COOPERATION
 from byzmtl.registry import RegistryError
 from byzmtl.results import draw_figure, strict_json
 from byzmtl.rules import RULES
 from byzmtl.tasks import CASES
 
-NO_ATTACK = "none"
-REFERENCE = "none"
+REFERENCE = NO_COOPERATION
 
 
 @dataclass(frozen=True)

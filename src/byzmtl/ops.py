@@ -63,3 +63,17 @@ def _quiet_sparse_warning() -> None:
 
 
 _quiet_sparse_warning()
+
+
+def within_range(models: Tensor) -> Tensor:
+    """``models`` clamped (in place) to +-finfo.max: a convex combination of finite values is
+    finite, but its rounding can carry it past the largest float, to +-inf."""
+    largest = torch.finfo(models.dtype).max
+    return models.clamp_(-largest, largest)
+
+
+def branches_freely(tensor: Tensor) -> bool:
+    """Whether code may branch on ``tensor``'s values for free: on the CPU its data is in host
+    memory; on an accelerator reading a value is a host synchronisation, which stalls the
+    device's queue, so the engine takes branch-free paths there instead (same results)."""
+    return tensor.device.type == "cpu"

@@ -51,12 +51,13 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from byzmtl.graph import Graph
+from byzmtl.names import NO_ATTACK, NO_COOPERATION
 
 RULE_COLOURS = {
     "loss": "tab:blue",
     "distance": "tab:orange",
     "average": "tab:green",
-    "none": "tab:gray",
+    NO_COOPERATION: "tab:gray",
 }
 FORMATS = ("png", "pdf", "svg")
 MAX_DRAWN_AGENTS = 5000
@@ -645,8 +646,10 @@ def failure_reason(error: BaseException) -> str:
 def matrix_label(name: str, kind: str) -> str:
     """How the matrix shows a rule or attack name: attack ``none`` is "no attack", rule
     ``none`` is "none (no cooperation)", so that the two are never confused."""
-    if name == "none":
-        return NO_ATTACK_LABEL if kind == "attack" else NO_COOPERATION_LABEL
+    if kind == "attack" and name == NO_ATTACK:
+        return NO_ATTACK_LABEL
+    if kind != "attack" and name == NO_COOPERATION:
+        return NO_COOPERATION_LABEL
     return name
 
 
@@ -729,7 +732,7 @@ def matrix_figure(
         for i, rule in enumerate(rules):
             for j in range(len(attacks)):
                 text = _compact(values[i, j])
-                if rule != "none" and np.isfinite(values[i, j]):
+                if rule != NO_COOPERATION and np.isfinite(values[i, j]):
                     text += f"\n×{_compact(ratios[i, j])}"
                 colour = "black" if np.isnan(shown[i, j]) else _text_colour(cmap(norm(shown[i, j])))
                 ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)

@@ -14,6 +14,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from byzmtl.names import NO_COOPERATION
+
 STATISTICS = ("mean", "min", "max")
 
 
@@ -189,7 +191,8 @@ class Diagnostics:
         self.time_unit = time_unit
         self.round_column = "iteration" if time_unit == "iteration" else "round"
         self._record_times = None if record_times is None else np.asarray(record_times, float)
-        self.reference = self.rule_names.index("none") if "none" in self.rule_names else None
+        names = self.rule_names
+        self.reference = names.index(NO_COOPERATION) if NO_COOPERATION in names else None
         self.loss_metric = loss_metric if self.reference is not None else None
         to_normal = normal[receivers]
         byzantine = np.flatnonzero(to_normal & ~normal[senders])

@@ -72,7 +72,7 @@ class Adaptive(Attack):
     >>> import torch
     >>> from byzmtl.attacks.base import one_round
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
     >>> edges = Neighbourhoods.from_graph(complete(3))
     >>> psi = torch.tensor([[1.0, 0.0], [0.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
     >>> u = torch.tensor([1.0, 0.0], dtype=torch.float64)
@@ -139,7 +139,7 @@ class NullSpace(Attack):
     >>> import torch
     >>> from byzmtl.attacks.base import one_round
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
     >>> edges = Neighbourhoods.from_graph(complete(2))
     >>> psi = torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
     >>> u, b = torch.tensor([1.0, 0.0], dtype=torch.float64), 3.0  # both agents see one sample

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from byzmtl import rng
+from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.registry import Registry
-from byzmtl.rules.base import Neighbourhoods
 
 
 class AttackAssumptionError(ValueError):
@@ -114,10 +114,18 @@ class AttackInputs:
         self, stream: str, keys: np.ndarray, size: int, iteration: int | None = None
     ) -> Tensor:
         """U[0, 1) draws of shape (len(keys), size), keyed on (seed, stream, key, round), as a
-        tensor like ``psi``."""
+        tensor like ``psi``, drawn on its device (see :func:`byzmtl.rng.uniform_tensor`)."""
         it = self.iteration if iteration is None else iteration
-        draws = rng.uniform(self.context.seed, stream, keys, it, size)
-        return torch.as_tensor(draws, dtype=self.psi.dtype, device=self.psi.device)
+        words = rng.key_tensor(keys, self.psi.device)
+        return rng.uniform_tensor(self.context.seed, stream, words, it, size, self.psi.dtype)
+
+    def normal(
+        self, stream: str, keys: np.ndarray, size: int, iteration: int | None = None
+    ) -> Tensor:
+        """Standard normal draws like :meth:`uniform` (Box-Muller, :func:`byzmtl.rng.normal`)."""
+        it = self.iteration if iteration is None else iteration
+        words = rng.key_tensor(keys, self.psi.device)
+        return rng.normal_tensor(self.context.seed, stream, words, it, size).to(self.psi.dtype)
 
 
 class Attack(ABC):

@@ -47,7 +47,7 @@ class ALittleIsEnough(Attack):
     >>> import torch
     >>> from byzmtl.attacks.base import one_round
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
     >>> edges = Neighbourhoods.from_graph(complete(4))
     >>> psi = torch.tensor([[1.0], [2.0], [3.0], [9.0]], dtype=torch.float64)
     >>> one_round(ALittleIsEnough(z=1.0), edges, psi, byzantine=[3]).flatten().tolist()
@@ -78,7 +78,7 @@ class InnerProductManipulation(Attack):
     >>> import torch
     >>> from byzmtl.attacks.base import one_round
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
     >>> edges = Neighbourhoods.from_graph(complete(3))
     >>> before = torch.zeros(3, 1, dtype=torch.float64)
     >>> psi = torch.tensor([[1.0], [3.0], [7.0]], dtype=torch.float64)
@@ -109,7 +109,7 @@ class Dissensus(Attack):
     >>> import torch
     >>> from byzmtl.attacks.base import one_round
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
     >>> edges = Neighbourhoods.from_graph(complete(3))
     >>> psi = torch.tensor([[0.0], [2.0], [5.0]], dtype=torch.float64)
     >>> one_round(Dissensus(epsilon=1.0), edges, psi, byzantine=[2]).flatten().tolist()

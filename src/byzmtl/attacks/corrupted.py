@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from byzmtl import rng
 from byzmtl.attacks.base import (
     ATTACKS,
     Attack,
@@ -33,7 +32,7 @@ class SignFlip(Attack):
     >>> import torch
     >>> from byzmtl.attacks.base import one_round
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
     >>> edges = Neighbourhoods.from_graph(complete(2))
     >>> psi = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
     >>> one_round(SignFlip(), edges, psi, byzantine=[1]).tolist()  # edges 1 -> 0 and 1 -> 1
@@ -60,7 +59,7 @@ class Gaussian(Attack):
     >>> import torch
     >>> from byzmtl.attacks.base import one_round
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
     >>> edges = Neighbourhoods.from_graph(complete(2))
     >>> psi = torch.zeros(2, 20000, dtype=torch.float64)
     >>> round(float(one_round(Gaussian(sigma=3.0), edges, psi, byzantine=[0]).std()), 1)
@@ -76,10 +75,7 @@ class Gaussian(Attack):
 
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): psi_b + sigma * n_bk, n_bk ~ N(0, I) keyed on (seed, edge, round)."""
-        draws = rng.normal(
-            x.context.seed, "attack-gaussian", x.context.edge_keys, x.iteration, x.psi.shape[-1]
-        )
-        noise = torch.as_tensor(draws, dtype=x.psi.dtype, device=x.psi.device)
+        noise = x.normal("attack-gaussian", x.context.edge_keys, x.psi.shape[-1])
         return x.psi[:, x.senders] + self.sigma * noise
 
 
@@ -92,7 +88,7 @@ class Mimic(Attack):
     >>> import torch
     >>> from byzmtl.attacks.base import one_round
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
     >>> edges = Neighbourhoods.from_graph(complete(3))
     >>> psi = torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64)
     >>> one_round(Mimic(agent=1), edges, psi, byzantine=[0]).flatten().tolist()
@@ -117,5 +113,8 @@ class Mimic(Attack):
 
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): psi_a on every attacked edge."""
-        copied = x.psi[:, self.mimicked(x.context)]
-        return copied[:, None, :].expand(-1, len(x.senders), -1)
+        memo = ("mimic", self.agent)
+        if memo not in x.context.cache:  # round-independent: found once, kept on the device
+            x.context.cache[memo] = x.psi.new_tensor([self.mimicked(x.context)], dtype=torch.long)
+        copied = x.psi.index_select(1, x.context.cache[memo])
+        return copied.expand(-1, len(x.senders), -1)

@@ -78,7 +78,7 @@ class PaperScaled(Attack):
     >>> import torch
     >>> from byzmtl.attacks.base import one_round
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
     >>> edges = Neighbourhoods.from_graph(complete(3))
     >>> psi = torch.ones(3, 2, dtype=torch.float64)
     >>> sent = one_round(PaperScaled(), edges, psi, byzantine=[1])  # edges 1 -> 0, 1 -> 1, 1 -> 2

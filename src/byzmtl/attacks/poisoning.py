@@ -36,6 +36,7 @@ from byzmtl.attacks.base import (
     AttackContext,
     AttackInputs,
 )
+from byzmtl.protocols import LabelFlipping
 
 
 @ATTACKS.register("label-flip")
@@ -51,11 +52,11 @@ class LabelFlip(Attack):
             raise ValueError("label-flip trains on its flipped data: trains must be true")
 
     def check(self, context: AttackContext, task: Any) -> None:
-        if not callable(getattr(task, "flip_labels", None)):
+        if not isinstance(task, LabelFlipping):
             name = getattr(task, "name", type(task).__name__)
             raise AttackAssumptionError(
-                f"label-flip needs a case study that defines flip_labels(batch, agents); "
-                f"{name!r} does not (see byzmtl.attacks.poisoning)"
+                f"label-flip needs a case study that defines flip_labels(batch, agents) "
+                f"(byzmtl.protocols.LabelFlipping); {name!r} does not"
             )
 
     def training_batch(self, task: Any, batch: Any, byzantine: Tensor) -> Any:

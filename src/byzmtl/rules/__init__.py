@@ -4,6 +4,7 @@ Add a rule by subclassing :class:`~byzmtl.rules.base.WeightRule` (or ``Rule``) a
 decorating it with ``@RULES.register("my-rule")``; see the README.
 """
 
+from byzmtl.names import NO_COOPERATION
 from byzmtl.rules import (
     baselines,
     clipping,
@@ -26,6 +27,7 @@ from byzmtl.rules.base import (
 )
 
 __all__ = [
+    "NO_COOPERATION",
     "RULES",
     "Combination",
     "Neighbourhoods",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from byzmtl.names import NO_COOPERATION
 from byzmtl.rules.base import (
     RULES,
     Neighbourhoods,
@@ -24,7 +25,7 @@ from byzmtl.rules.base import (
 )
 
 
-@RULES.register("none")
+@RULES.register(NO_COOPERATION)
 @dataclass
 class NoCooperation(WeightRule):
     """No cooperation: c_kk = 1, so w_k = psi_k (every agent learns alone)."""
@@ -61,18 +62,18 @@ class Distance(WeightRule):
 
     nu: float = 0.1
     r0: float = 10.0
+    shared_settings = ("nu", "r0")
 
     def __post_init__(self) -> None:
         check_forgetting(self.nu, self.r0)
 
     def init_state(self, edges: Neighbourhoods, dtype: torch.dtype) -> RuleState:
-        return {
-            "g": torch.full((edges.n_edges,), self.r0, dtype=dtype, device=edges.receivers.device)
-        }
+        g = torch.full((edges.n_edges,), self.r0, dtype=dtype, device=edges.receivers.device)
+        return RuleState(edges={"g": g})
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
         distance = x.squared_distances(x.previous)
         if not x.all_finite:
             distance = distance.masked_fill(~x.finite, torch.inf)
-        g = accumulate(state["g"], distance, self.nu)
-        return inverse(g, x.edges), {"g": g}
+        g = accumulate(state.edges["g"], distance, self.nu)
+        return inverse(g, x.edges), RuleState(edges={"g": g})

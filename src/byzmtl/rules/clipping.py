@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from byzmtl.ops import branches_freely
 from byzmtl.rules.base import RULES, RuleInputs, RuleState, WeightRule, power_of_two_below
 
 
@@ -18,7 +19,11 @@ def clip_factors(x: RuleInputs, tau: Tensor | float) -> Tensor:
     distance = x.squared_distances(x.psi).sqrt()
     radius = tau if isinstance(tau, float) else tau.index_select(0, x.edges.receivers)
     factors = torch.where(distance > radius, radius / distance, 1.0)
-    if bool(distance.max() == torch.inf):
+    if not branches_freely(distance):  # every edge's scaled factor, kept where it overflowed
+        every = torch.arange(x.edges.n_edges, device=distance.device)
+        scaled = scaled_factors(x, every, radius)
+        factors = torch.where(distance == torch.inf, scaled, factors)
+    elif bool(distance.max() == torch.inf):
         overflow = torch.nonzero(distance == torch.inf).flatten()
         chosen = radius if isinstance(radius, float) else radius.index_select(0, overflow)
         factors.index_copy_(0, overflow, scaled_factors(x, overflow, chosen))
@@ -53,7 +58,8 @@ class ClippedGossip(WeightRule):
 
     >>> import torch
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods, RuleInputs
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
+    >>> from byzmtl.rules.base import RuleInputs
     >>> edges = Neighbourhoods.from_graph(complete(2))
     >>> psi = torch.tensor([[0.0], [10.0]], dtype=torch.float64)
     >>> ClippedGossip(tau=1.0).step(RuleInputs.sent(edges, psi), {})[0].models.flatten().tolist()

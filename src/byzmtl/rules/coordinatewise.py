@@ -9,7 +9,7 @@ so the two rules share one vectorised implementation. A sender's weight on an ed
 the diagnostics) is the share of coordinates, weighted by a_t, that its message supplied:
 c_lk = (1/d) * sum over j of a_(rank of m_lk[j])(n_k); these weights sum to one per receiver.
 The sums are of the terms a_t * m_(t), never of the values before dividing, so they cannot
-overflow (rounding past the largest float is clamped back: :func:`~byzmtl.rules.base.within_range`).
+overflow (rounding past the largest float is clamped back: :func:`~byzmtl.ops.within_range`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from byzmtl.ops import within_range
 from byzmtl.rules.base import (
     RULES,
     Combination,
@@ -26,7 +27,6 @@ from byzmtl.rules.base import (
     Rule,
     RuleInputs,
     RuleState,
-    within_range,
 )
 from byzmtl.rules.padded import Block, block, check_degree
 
@@ -70,7 +70,8 @@ class Median(Rule):
 
     >>> import torch
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods, RuleInputs
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
+    >>> from byzmtl.rules.base import RuleInputs
     >>> edges = Neighbourhoods.from_graph(complete(3))
     >>> psi = torch.tensor([[0.0], [1.0], [9.0]], dtype=torch.float64)
     >>> x = RuleInputs.sent(edges, psi)
@@ -108,7 +109,8 @@ class TrimmedMean(Rule):
 
     >>> import torch
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods, RuleInputs
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
+    >>> from byzmtl.rules.base import RuleInputs
     >>> edges = Neighbourhoods.from_graph(complete(4))
     >>> psi = torch.tensor([[0.0], [1.0], [2.0], [100.0]], dtype=torch.float64)
     >>> x = RuleInputs.sent(edges, psi)

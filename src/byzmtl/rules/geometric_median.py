@@ -49,7 +49,8 @@ class GeometricMedian(WeightRule):
 
     >>> import torch
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods, RuleInputs
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
+    >>> from byzmtl.rules.base import RuleInputs
     >>> edges = Neighbourhoods.from_graph(complete(3))
     >>> psi = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     >>> w = GeometricMedian(f=1, iterations=200).step(RuleInputs.sent(edges, psi), {})[0].models

@@ -55,7 +55,8 @@ class HardenedLoss(LossBased):
 
     >>> import torch
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods, RuleInputs
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
+    >>> from byzmtl.rules.base import RuleInputs
     >>> edges = Neighbourhoods.from_graph(complete(2))
     >>> before = torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
     >>> psi = torch.tensor([[0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)  # both stepped by 1
@@ -74,19 +75,20 @@ class HardenedLoss(LossBased):
             raise ValueError(f"kappa must be positive, got {self.kappa}")
 
     def init_state(self, edges: Neighbourhoods, dtype: torch.dtype) -> RuleState:
-        state = super().init_state(edges, dtype)
+        scores = super().init_state(edges, dtype)
         zeros = torch.zeros(edges.n_agents, dtype=dtype, device=edges.receivers.device)
-        return {**state, "s": zeros, "n": zeros.clone()}
+        return RuleState(edges=scores.edges, agents={"s": zeros, "n": zeros.clone()})
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
         inverse, scores = super().affinities(x, state)
         weights = x.edges.normalise(inverse)
         step = squared_norm(x.psi - x.previous)
         stepped = (step > 0) & (step < torch.inf)  # a step whose square overflows is no scale
-        s = torch.where(stepped, accumulate(state["s"], step, self.nu), state["s"])
-        n = state["n"] + stepped
+        s = torch.where(stepped, accumulate(state.agents["s"], step, self.nu), state.agents["s"])
+        n = state.agents["n"] + stepped
         tau = self.kappa * (s / (1.0 - (1.0 - self.nu) ** n.clamp_min(1.0))).sqrt()
         clipped = weights * clip_factors(x, tau)
         others = torch.where(x.edges.is_self, 0.0, clipped)
         own = x.edges.sum_per_receiver(weights - others).index_select(0, x.edges.receivers)
-        return torch.where(x.edges.is_self, own, others), {**scores, "s": s, "n": n}
+        new = RuleState(edges=scores.edges, agents={"s": s, "n": n})
+        return torch.where(x.edges.is_self, own, others), new

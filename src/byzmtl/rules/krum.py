@@ -53,7 +53,8 @@ class Krum(WeightRule):
 
     >>> import torch
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods, RuleInputs
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
+    >>> from byzmtl.rules.base import RuleInputs
     >>> edges = Neighbourhoods.from_graph(complete(5))
     >>> psi = torch.tensor([[0.0], [0.1], [0.2], [0.4], [50.0]], dtype=torch.float64)
     >>> Krum(f=1).step(RuleInputs.sent(edges, psi), {})[0].models.flatten().tolist()
@@ -85,7 +86,8 @@ class MultiKrum(WeightRule):
 
     >>> import torch
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods, RuleInputs
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
+    >>> from byzmtl.rules.base import RuleInputs
     >>> edges = Neighbourhoods.from_graph(complete(5))
     >>> psi = torch.tensor([[0.0], [0.1], [0.2], [0.4], [50.0]], dtype=torch.float64)
     >>> out = MultiKrum(f=1).step(RuleInputs.sent(edges, psi), {})[0].models.flatten()

@@ -38,22 +38,22 @@ class LossBased(WeightRule):
     nu: float = 0.1
     r0: float = 10.0
     needs_losses = True
+    shared_settings = ("nu", "r0")
 
     def __post_init__(self) -> None:
         check_forgetting(self.nu, self.r0)
 
     def init_state(self, edges: Neighbourhoods, dtype: torch.dtype) -> RuleState:
-        return {
-            "r": torch.full((edges.n_edges,), self.r0, dtype=dtype, device=edges.receivers.device)
-        }
+        r = torch.full((edges.n_edges,), self.r0, dtype=dtype, device=edges.receivers.device)
+        return RuleState(edges={"r": r})
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
         assert x.losses is not None, "the engine supplies losses to rules that need them"
-        r = accumulate(state["r"], x.losses, self.nu)
+        r = accumulate(state.edges["r"], x.losses, self.nu)
         own = r.index_select(0, x.edges.self_edges)
         alone = ~(own < torch.inf)  # r_kk is +inf or NaN: k keeps only itself
         threshold = torch.where(alone, -torch.inf, own)
         kept = r <= threshold.index_select(0, x.edges.receivers)
         affinities = torch.where(kept, inverse(r, x.edges), 0.0)
         mine = torch.where(alone, 1.0, affinities.index_select(0, x.edges.self_edges))
-        return affinities.index_copy_(0, x.edges.self_edges, mine), {"r": r}
+        return affinities.index_copy_(0, x.edges.self_edges, mine), RuleState(edges={"r": r})

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from byzmtl.ops import branches_freely
 from byzmtl.rules.base import (
     Neighbourhoods,
     RuleAssumptionError,
@@ -59,7 +60,7 @@ class Block:
         own_low, own_high = torch.aminmax(centres, dim=1)
         largest = torch.maximum(torch.maximum(high, -low), torch.maximum(own_high, -own_low))
         scale = power_of_two_below(largest, limits)
-        if bool((scale == 1).all()):
+        if branches_freely(scale) and bool((scale == 1).all()):
             return self, scale
         values = self.values * scale[:, None, None]
         return Block(values, self.valid, self.slots, self.count, self.missing), scale

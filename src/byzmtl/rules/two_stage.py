@@ -31,7 +31,8 @@ class TwoStage(WeightRule):
 
     >>> import torch
     >>> from byzmtl.graph import complete
-    >>> from byzmtl.rules.base import Neighbourhoods, RuleInputs
+    >>> from byzmtl.neighbourhoods import Neighbourhoods
+    >>> from byzmtl.rules.base import RuleInputs
     >>> edges = Neighbourhoods.from_graph(complete(3))
     >>> psi = torch.tensor([[0.0], [1.0], [5.0]], dtype=torch.float64)
     >>> losses = (psi[edges.senders, 0] - 1.0).square()  # every agent's data says 1

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
+from torch import Tensor
 
 from byzmtl.registry import Registry
 
@@ -83,7 +84,10 @@ class CaseDefaults:
 
 
 class CaseStudy(ABC):
-    """A case study: a task for the engine plus what the experiment layer needs to report it."""
+    """A case study: a task for the engine (it implements :class:`byzmtl.protocols.Task`) plus
+    what the experiment layer needs to report it. It may offer the optional hooks of
+    :mod:`byzmtl.protocols`: ``sender_losses`` (all-pairs scores on dense graphs),
+    ``flip_labels`` (data poisoning, the ``label-flip`` attack), ``parameter_sizes``."""
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -111,10 +115,33 @@ class CaseStudy(ABC):
     def from_settings(cls, settings: Any, seed: int, dtype: torch.dtype, device: str) -> CaseStudy:
         """Build the case study for one seed."""
 
-    # Optional hook of data-poisoning attacks (see byzmtl.attacks.poisoning):
-    #     def flip_labels(self, batch, agents: Tensor) -> batch
-    # returns a copy of ``batch`` in which the agents flagged in ``agents`` ((N,) bool) have
-    # flipped labels. A case study without it cannot run the ``label-flip`` attack.
+    # -- the engine's Task protocol (byzmtl.protocols.Task) ------------------------------------
+
+    @abstractmethod
+    def init_models(self, replicas: int) -> Tensor:
+        """(R, N, d) initial models."""
+
+    @abstractmethod
+    def init_state(self, models: Tensor) -> dict[str, Tensor]:
+        """Per-agent learner state (optimiser moments...), empty for plain steps."""
+
+    @abstractmethod
+    def batch(self, iteration: int) -> Any:
+        """Every agent's data for this round."""
+
+    @abstractmethod
+    def adapt(
+        self, models: Tensor, batch: Any, state: dict[str, Tensor], iteration: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """(R, N, d) -> psi after one local step, and the new learner state."""
+
+    @abstractmethod
+    def edge_losses(self, messages: Tensor, receivers: Tensor, batch: Any) -> Tensor:
+        """(R, E, d) messages -> (R, E) loss of each message on its receiver's batch."""
+
+    @abstractmethod
+    def metrics(self, models: Tensor, batch: Any, iteration: int) -> dict[str, Tensor] | None:
+        """Per-agent metrics (name -> (R, N)) to record after this round, or None."""
 
     def default_byzantine(self, count: int) -> np.ndarray | None:
         """Byzantine agents the paper fixes for ``count`` attackers, or None for a random draw."""

@@ -103,7 +103,8 @@ class TargetLocalization(CaseStudy):
     )
     time_unit: ClassVar[str] = "iteration"
     log_metrics: ClassVar[frozenset[str]] = frozenset({"loss", "msd"})
-    metric_names = ("loss", "msd")
+    metric_names: tuple[str, ...] = ("loss", "msd")
+    positions: np.ndarray
 
     def __init__(
         self,
@@ -215,7 +216,7 @@ class TargetLocalization(CaseStudy):
         }
         return TargetLocalization(**{**settings, **changes})  # type: ignore[arg-type]
 
-    def _tensor(self, values: np.ndarray) -> Tensor:
+    def _tensor(self, values: np.ndarray | Tensor) -> Tensor:
         return torch.as_tensor(values, dtype=self.dtype, device=self.device)
 
     def init_models(self, replicas: int) -> Tensor:
