@@ -230,6 +230,7 @@ class Diagnostics:
         if self._losses:
             rounds = np.array([r for r, _ in self._losses])
             loss = torch.stack([m for _, m in self._losses]).index_select(2, self._normal)
+            assert self.reference is not None  # losses are kept only with a reference
             excess = (loss - loss[:, self.reference : self.reference + 1]).cumsum(0)
             if self._regret is not None:
                 excess += self._regret

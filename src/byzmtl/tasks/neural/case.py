@@ -76,8 +76,8 @@ class NeuralCase(CaseStudy):
         optimiser: Optimiser,
         epochs: int,
         batch_size: int | Sequence[int],
-        step_probability: float | Sequence[float] = 1.0,
-        groups: Sequence[int] | None = None,
+        step_probability: float | Sequence[float] | np.ndarray = 1.0,
+        groups: Sequence[int] | np.ndarray | None = None,
         group_names: Sequence[str] = (),
         eval_train: int | None = None,
         keys: np.ndarray | None = None,
@@ -158,8 +158,9 @@ class NeuralCase(CaseStudy):
             for agent_seed in seeds:
                 torch.manual_seed(int(agent_seed))
                 for module in template.modules():
-                    if callable(getattr(module, "reset_parameters", None)):
-                        module.reset_parameters()
+                    reset = getattr(module, "reset_parameters", None)
+                    if callable(reset):
+                        reset()
                 rows.append(nn.utils.parameters_to_vector(template.parameters()))
         start = torch.stack(rows).to(self.device)
         return start.expand(replicas, -1, -1).clone()
