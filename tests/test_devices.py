@@ -18,6 +18,7 @@ import byzmtl.engine.sending
 import byzmtl.neighbourhoods
 import byzmtl.rules.clipping
 import byzmtl.rules.padded
+import byzmtl.tasks.neural.forward
 from byzmtl import graph as graphs
 from byzmtl import ops
 from byzmtl.attacks import ATTACKS
@@ -35,6 +36,7 @@ BRANCHING = [
     byzmtl.neighbourhoods,
     byzmtl.rules.clipping,
     byzmtl.rules.padded,
+    byzmtl.tasks.neural.forward,
 ]
 SYNCING = ["__bool__", "__int__", "__float__", "__index__", "item", "tolist", "numpy",
            "nonzero", "unique", "unique_consecutive", "masked_select"]  # fmt: skip
@@ -76,6 +78,33 @@ def test_a_round_reads_no_value_from_the_device(graph: str, attack: str, monkeyp
     with as_on_an_accelerator(monkeypatch):
         state, _ = simulation.step(state)
     torch.testing.assert_close(state.models, reference.models, rtol=1e-12, atol=1e-12)
+
+
+def neural(case: str, folder: Path, **task: object) -> dict:
+    return {"case": case, "attackers": 2, "rules": ["loss", "distance", "average"],
+            "task": {"data_dir": str(folder), "epochs": 1, **task}}  # fmt: skip
+
+
+@pytest.mark.parametrize("learns", [True, False], ids=["local-steps", "no-local-steps"])
+@pytest.mark.parametrize("case", ["har", "digits"])
+def test_a_learning_round_reads_no_value_from_the_device(
+    case: str, learns: bool, har_sample: Path, mnist_sample: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """HAR scores all pairs at once (and the attacked edges one by one), digits scores edge by
+    edge in two size groups (MNIST and synthetic batches differ)."""
+    monkeypatch.setenv("BYZMTL_CACHE", str(tmp_path))
+    if case == "har":
+        config = neural("har", har_sample, agents=8)
+    else:
+        config = neural("digits", mnist_sample, train_per_agent=32, test_per_agent=16,
+                        mnist_batch=8, synthetic_batch=16)  # fmt: skip
+    config["attack"] = "paper-scaled" if learns else "noise"
+    simulation = prepare(config).simulation
+    state, _ = simulation.step(simulation.init_state())
+    reference, _ = simulation.step(state)
+    with as_on_an_accelerator(monkeypatch):
+        state, _ = simulation.step(state)
+    torch.testing.assert_close(state.models, reference.models, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -77,3 +79,19 @@ def branches_freely(tensor: Tensor) -> bool:
     memory; on an accelerator reading a value is a host synchronisation, which stalls the
     device's queue, so the engine takes branch-free paths there instead (same results)."""
     return tensor.device.type == "cpu"
+
+
+_HOST_COPIES: dict[int, tuple[weakref.ref[Tensor], np.ndarray]] = {}
+
+
+def host_copy(tensor: Tensor) -> np.ndarray:
+    """``tensor``'s values in host memory, read from the device once per tensor (kept while the
+    tensor lives): for the index tensors a run keeps for all its rounds (receivers of edges),
+    so that code deciding a round's layout from their values reads nothing from the device."""
+    key = id(tensor)
+    cached = _HOST_COPIES.get(key)
+    if cached is not None and cached[0]() is tensor:
+        return cached[1]
+    values = tensor.detach().cpu().numpy()
+    _HOST_COPIES[key] = (weakref.ref(tensor, lambda _: _HOST_COPIES.pop(key, None)), values)
+    return values

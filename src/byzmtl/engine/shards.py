@@ -46,6 +46,11 @@ class Shard:
         return self.edges.n_agents * self.totals[1] <= 2 * self.n_edges
 
     @cached_property
+    def attacked_receivers(self) -> Tensor:
+        """(B_s,) global receiver of each attacked edge of the shard."""
+        return self.receivers.index_select(0, self.attacked)
+
+    @cached_property
     def pairs(self) -> Tensor:
         """(E_s,) position receiver * N + sender of each edge in an (N, N) matrix of pairs."""
         return self.receivers * self.totals[1] + self.edges.senders

@@ -270,9 +270,7 @@ class Simulation:
             raw = round_.pair_losses.flatten(1).index_select(1, shard.pairs)
             if attack_values is not None:
                 attacked = self.task.edge_losses(
-                    attack_values[self._scored_rows],
-                    shard.receivers.index_select(0, shard.attacked),
-                    round_.batch,
+                    attack_values[self._scored_rows], shard.attacked_receivers, round_.batch
                 )
                 raw.index_copy_(1, shard.attacked, attacked)
         return raw.nan_to_num_(nan=torch.inf, posinf=torch.inf)

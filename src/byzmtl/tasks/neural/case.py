@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from byzmtl import rng
+from byzmtl.ops import host_copy
 from byzmtl.tasks.base import CaseStudy, Settings
 from byzmtl.tasks.neural.data import AgentData, NeuralBatch, Schedule, SizeGroup
 from byzmtl.tasks.neural.forward import (
@@ -118,7 +119,11 @@ class NeuralCase(CaseStudy):
         self.schedule = Schedule(seed, self.keys, n_train, sizes)
         self.rounds_per_epoch = self.schedule.rounds_per_epoch
         self._learning: tuple[int, np.ndarray] | None = None
-        self._one_group = (self._long(np.zeros(n)), self._long(np.arange(n)))
+        self._one_group = (
+            np.zeros(n, dtype=np.int64),
+            self._long(np.zeros(n)),
+            self._long(np.arange(n)),
+        )
         self.n_rounds = epochs * self.rounds_per_epoch
         self._x_train = self._tensor(np.concatenate([d.x_train for d in data]))
         self._y_train = self._labels(np.concatenate([d.y_train for d in data]))
@@ -175,14 +180,15 @@ class NeuralCase(CaseStudy):
         learns = self._learns(iteration)
         if (sizes == sizes[0]).all():
             size_groups = [(np.arange(self.n_agents), int(sizes[0]))]
-            group_of, slot = self._one_group
+            group_of_host, group_of, slot = self._one_group
         else:
             distinct, inverse = np.unique(sizes, return_inverse=True)
             size_groups = [(np.flatnonzero(inverse == g), int(n)) for g, n in enumerate(distinct)]
             position = np.zeros(self.n_agents, dtype=np.int64)
             for agents, _ in size_groups:
                 position[agents] = np.arange(len(agents))
-            group_of, slot = self._long(inverse), self._long(position)
+            group_of_host = inverse.astype(np.int64)
+            group_of, slot = self._long(group_of_host), self._long(position)
         groups, learners = [], []
         with torch.inference_mode(False):
             for agents, size in size_groups:
@@ -200,6 +206,7 @@ class NeuralCase(CaseStudy):
             return NeuralBatch(
                 tuple(groups),
                 group_of,
+                group_of_host,
                 slot,
                 self._long(np.concatenate(learners)),
                 (iteration + 1) % self.rounds_per_epoch == 0,
@@ -281,11 +288,13 @@ class NeuralCase(CaseStudy):
         out = messages.new_empty((replicas, n_edges))
         if not n_edges:
             return out
-        if len(batch.groups) == 1:
-            selections: list[Tensor | None] = [None]
-        else:
-            group_of = batch.group_of.index_select(0, receivers)
-            selections = [torch.nonzero(group_of == g).flatten() for g in range(len(batch.groups))]
+        selections: list[Tensor | None] = [None]
+        if len(batch.groups) > 1:  # the edges of each size group, decided on the host
+            group_of = batch.group_of_host[host_copy(receivers)]
+            selections = [
+                torch.as_tensor(np.flatnonzero(group_of == g), device=messages.device)
+                for g in range(len(batch.groups))
+            ]
         for group, chosen in zip(batch.groups, selections, strict=True):
             if chosen is None:
                 sent, heard = messages, receivers

@@ -52,6 +52,7 @@ class NeuralBatch:
 
     groups: tuple[SizeGroup, ...]
     group_of: Tensor  # (N,) long: the size group of each agent
+    group_of_host: np.ndarray  # (N,) int64: the same in host memory
     slot: Tensor  # (N,) long: each agent's position in its group
     learners: Tensor  # (L,) long: agents taking their local step, group after group
     epoch_end: bool

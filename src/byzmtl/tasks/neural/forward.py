@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from byzmtl.ops import branches_freely
+
 
 class BatchedForward(ABC):
     """Evaluates G models of one architecture at once, each on its own inputs."""
@@ -274,7 +276,10 @@ class LayerwiseForward(BatchedForward):
 
 def _take(x: Tensor, index: Tensor) -> Tensor:
     """``x.index_select(0, index)``, as a view without a copy when ``index`` is a range
-    a, a + 1, ..., a + n - 1 (as when every agent evaluates its own model on its own data)."""
+    a, a + 1, ..., a + n - 1 (as when every agent evaluates its own model on its own data),
+    decided on the CPU only (on an accelerator the check would read from the device)."""
+    if not branches_freely(index):
+        return x.index_select(0, index)
     first = int(index[0])
     if bool((index == torch.arange(first, first + len(index), device=x.device)).all()):
         return x.narrow(0, first, len(index))
@@ -283,7 +288,11 @@ def _take(x: Tensor, index: Tensor) -> Tensor:
 
 def input_runs(index: Tensor) -> tuple[Tensor, int] | None:
     """(values, d) when ``index`` is runs of one length d >= 2 (a1 x d, a2 x d, ...): models that
-    share their inputs, as the messages received by one agent do. None otherwise."""
+    share their inputs, as the messages received by one agent do. None otherwise, and always
+    None on an accelerator, where finding the runs would read from the device (the models then
+    take copies of their inputs: the same results up to rounding)."""
+    if not branches_freely(index):
+        return None
     values, counts = torch.unique_consecutive(index, return_counts=True)
     run = int(counts[0])
     if run < 2 or not bool((counts == run).all()):
