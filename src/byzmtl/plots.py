@@ -43,6 +43,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize, SymLogNorm, to_rgb
 from matplotlib.figure import Figure
@@ -113,9 +114,9 @@ def rule_colours(rules: Iterable[str]) -> dict[str, Any]:
     rules, tab20 up to twenty, a continuous colormap beyond."""
     rules = list(dict.fromkeys(rules))
     if len(rules) <= 10:
-        palette = list(plt.get_cmap("tab10").colors)
+        palette = matplotlib.color_sequences["tab10"]
     elif len(rules) <= 20:
-        palette = list(plt.get_cmap("tab20").colors)
+        palette = matplotlib.color_sequences["tab20"]
     else:
         return {
             rule: plt.get_cmap("turbo")(x)
@@ -275,7 +276,7 @@ def metrics_figure(
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
             ax.set_ylabel(metric if group == "all" else f"{metric} ({group})")
             ax.grid(True, which="major", alpha=0.3)
-    handles = [_rule_handle(colours[r], i, r) for i, r in enumerate(rules)]
+    handles: list[Artist] = [_rule_handle(colours[r], i, r) for i, r in enumerate(rules)]
     handles.append(Patch(color="0.5", alpha=0.3, label=band_text))
     _legend_below(fig, handles)
     if title:
@@ -463,7 +464,7 @@ def network_figure(network: Network, title: str = "") -> Figure:
     alpha = float(np.clip(ink, 0.05, 0.5))
     fig, ax = plt.subplots(figsize=(6.8, 6.0), layout="constrained")
     segments = np.stack([positions[network.senders], positions[network.receivers]], 1)
-    ax.add_collection(LineCollection(segments, colors="0.45", linewidths=0.4, alpha=alpha))
+    ax.add_collection(LineCollection(list(segments), colors="0.45", linewidths=0.4, alpha=alpha))
     n_groups = max(len(network.group_names), int(network.groups.max(initial=-1)) + 1)
     names = [
         network.group_names[g] if g < len(network.group_names) else f"group {g}"
@@ -471,26 +472,37 @@ def network_figure(network: Network, title: str = "") -> Figure:
     ]
     normal = ~network.byzantine
     small = m <= 500
-    style = {"s": 24 if small else 6, "zorder": 3, "edgecolors": "k", "linewidths": 0.3}
-    handles: list[Any] = []
+
+    def agents(drawn: np.ndarray, **colour: Any) -> None:
+        """The normal agents ``drawn`` (a mask) as dots of the given colour."""
+        points = positions[drawn]
+        size = 24 if small else 6
+        ax.scatter(
+            points[:, 0], points[:, 1], s=size, zorder=3, edgecolors="k", linewidths=0.3, **colour
+        )
+
+    handles: list[Artist] = []
     if n_groups <= MAX_CATEGORICAL_GROUPS:
-        palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]  # red
+        tab10 = matplotlib.color_sequences["tab10"]
+        palette = [c for i, c in enumerate(tab10) if i != 3]  # red
         for g in range(n_groups):
             members = normal & (network.groups == g)
             if members.any():
-                ax.scatter(*positions[members].T, color=palette[g], **style)
+                agents(members, color=palette[g])
                 handles.append(_marker("o", palette[g], names[g]))
     else:
         cmap, norm = plt.get_cmap("viridis"), Normalize(-0.5, n_groups - 0.5)
-        ax.scatter(*positions[normal].T, c=network.groups[normal], cmap=cmap, norm=norm, **style)
+        agents(normal, c=network.groups[normal], cmap=cmap, norm=norm)
         bar = fig.colorbar(plt.cm.ScalarMappable(norm, cmap), ax=ax, shrink=0.8, pad=0.02)
         bar.set_label("task group")
         bar.locator = MaxNLocator(nbins=10, integer=True)
         bar.formatter = FuncFormatter(lambda x, _: names[int(x)] if 0 <= x < n_groups else "")
         bar.update_ticks()
     if network.byzantine.any():
+        bad = positions[network.byzantine]
         ax.scatter(
-            *positions[network.byzantine].T,
+            bad[:, 0],
+            bad[:, 1],
             s=60 if small else 20,
             color="red",
             marker="X",
