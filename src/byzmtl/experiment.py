@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-import byzmtl
 from byzmtl import graph as graphs
+from byzmtl import rng
 from byzmtl.attacks import ATTACKS, Attack, AttackAssumptionError
 from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
 from byzmtl.engine import RoundOutput, SimState, Simulation
@@ -32,6 +32,7 @@ from byzmtl.recording import Diagnostics, Recorder
 from byzmtl.registry import RegistryError
 from byzmtl.rules import NO_COOPERATION, RULES, Rule, RuleAssumptionError
 from byzmtl.tasks import CASES, CaseError, CaseStudy
+from byzmtl.version import __version__
 
 
 @dataclass
@@ -64,9 +65,7 @@ def build_graph(
     if settings.kind == "geometric":
         positions = case.positions
         if positions is None:
-            positions = (
-                np.sqrt(n / 100.0) * 3.0 * byzmtl.rng.uniform(seed, "position", case.keys, 0, 2)
-            )
+            positions = np.sqrt(n / 100.0) * 3.0 * rng.uniform(seed, "position", case.keys, 0, 2)
         return graphs.geometric(
             positions, settings.radius, settings.max_neighbours, seed, case.keys
         )
@@ -324,7 +323,7 @@ def _summary(
         "wall_seconds": wall,
         "compute_seconds": compute,
         "versions": {
-            "byzmtl": byzmtl.__version__,
+            "byzmtl": __version__,
             "python": platform.python_version(),
             "torch": torch.__version__,
             "numpy": np.__version__,
