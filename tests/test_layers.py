@@ -5,7 +5,7 @@ Layers, lowest first; a module may import its own component and the components o
 layers, never a component of its own layer or of a higher one (``rules`` and ``attacks`` do not
 import each other; the engine imports neither the case studies nor anything that runs it):
 
-    foundations     names, ops, rng, registry, protocols, version, datasets/
+    foundations     names, ops, rng, registry, protocols, version, determinism, datasets/
     graphs          graph
     neighbourhoods  neighbourhoods
     plug-ins        rules/, attacks/, tasks/
@@ -38,7 +38,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "byzmtl"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundations", ("names", "ops", "rng", "registry", "protocols", "version", "datasets")),
+    (
+        "foundations",
+        ("names", "ops", "rng", "registry", "protocols", "version", "determinism", "datasets"),
+    ),
     ("graphs", ("graph",)),
     ("neighbourhoods", ("neighbourhoods",)),
     ("plug-ins", ("rules", "attacks", "tasks")),
