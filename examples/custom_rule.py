@@ -11,8 +11,10 @@ and combines. An attack returns the message of every edge whose sender is Byzant
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from annotated_types import Gt
 from torch import Tensor
 
 import byzmtl
@@ -28,7 +30,7 @@ class SoftMin(WeightRule):
 
     nu: float = 0.1
     r0: float = 10.0
-    temperature: float = 0.05
+    temperature: Annotated[float, Gt(0)] = 0.05  # checked by RULES.create, as every hint
     needs_losses = True
 
     def init_state(self, edges: Neighbourhoods, dtype: torch.dtype) -> RuleState:

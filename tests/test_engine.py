@@ -51,9 +51,9 @@ def simulate(net: dict, iterations: int = 12, rules: list[str] = PAPER_RULES):
     senders = np.array([l for _, l in net["edges"]], dtype=np.int64)
     graph = graphs.from_edges(n, receivers, senders, task.positions)
     params = {"nu": net["nu"], "r0": net["r0"]}
-    rules = [RULES.create(r, params if r in ("loss", "distance") else {}) for r in rules]
+    created = [RULES.create(r, params if r in ("loss", "distance") else {}) for r in rules]
     attack = ATTACKS.create(net["attack"])
-    sim = Simulation(task, graph, rules, attack, net["byzantine"], seed, task.keys)
+    sim = Simulation(task, graph, created, attack, net["byzantine"], seed, task.keys)
     history, outputs = [], []
 
     def keep(state, output):
@@ -65,7 +65,7 @@ def simulate(net: dict, iterations: int = 12, rules: list[str] = PAPER_RULES):
 
 
 def oracle_for(net: dict, sim: Simulation, task: TargetLocalization, graph, rule: str):
-    neighbours = {k: [] for k in range(net["n"])}
+    neighbours: dict[int, list[int]] = {k: [] for k in range(net["n"])}
     for k, l in zip(graph.receivers.tolist(), graph.senders.tolist(), strict=True):
         neighbours[k].append(l)
     samples = []
@@ -317,7 +317,8 @@ def test_dense_and_sparse_combines_agree_with_the_messages(dense: bool) -> None:
     for e in simulation.attack_edges.tolist():  # the scaled attack's a * psi_l, as the oracle
         k, l = int(simulation.edges.receivers[e]), int(simulation.edges.senders[e])
         messages[:, e] *= scale_factor(0, int(keys[l]), int(keys[k]), 0, 0.1)
-    expected = simulation.edges.combine(torch.stack(output.weights), messages)
+    weights = [w for w in output.weights if w is not None]  # both rules weigh every edge
+    expected = simulation.edges.combine(torch.stack(weights), messages)
     normal = [k for k in range(n) if k not in byzantine]
     assert torch.allclose(after.models[:, normal], expected[:, normal], rtol=1e-12, atol=1e-12)
 

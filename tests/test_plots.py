@@ -216,7 +216,7 @@ def test_a_figure_that_fails_is_a_warning_in_the_summary(tmp_path: Path, monkeyp
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("cannot draw this")
 
-    monkeypatch.setattr(plots, "network_figure", broken)
+    monkeypatch.setattr(plots.redraw, "network_figure", broken)
     out = tmp_path / "run"
     assert main([*RUN, "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())

@@ -269,7 +269,7 @@ def test_a_figure_that_cannot_be_drawn_is_left_out_with_a_warning(
     def fail(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("no figure today\nsecond line")
 
-    monkeypatch.setattr("byzmtl.plots.metrics_figure", fail)
+    monkeypatch.setattr("byzmtl.plots.redraw.metrics_figure", fail)
     out = tmp_path / "run"
     assert main(["run", *SMALL, "--out", str(out)]) == 0
     warning = "figure: not drawn (RuntimeError: no figure today)"
@@ -327,7 +327,7 @@ def test_result_save_has_the_same_guarantees(tmp_path: Path, monkeypatch, small_
         (out / "summary.json").read_text().replace('"seed": 4', '"seed": 0')
     )
     monkeypatch.setattr(destination, "exchange", lambda a, b: False)  # two renames instead
-    monkeypatch.setattr("byzmtl.plots.network_figure", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("byzmtl.plots.redraw.network_figure", lambda *a, **k: 1 / 0)
     with pytest.warns(FigureWarning, match=r"network: not drawn \(ZeroDivisionError"):
         small_result.save(out, overwrite=True)
     assert strict(out / "summary.json")["seed"] == 4

@@ -1,8 +1,7 @@
 """byzmtl: Byzantine-resilient decentralised multi-task learning."""
 
-__version__ = "0.1.0"
-
 from byzmtl.config import ConfigError, RunConfig
 from byzmtl.experiment import Result, prepare, run
+from byzmtl.version import __version__
 
 __all__ = ["ConfigError", "Result", "RunConfig", "__version__", "prepare", "run"]

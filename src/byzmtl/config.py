@@ -95,6 +95,11 @@ class RunConfig(BaseModel):
     )
     dtype: Literal["float32", "float64"] | None = None
     device: str = "cpu"
+    deterministic: bool = Field(
+        False,
+        description="torch's deterministic algorithms for the run: bit-identical repeats on "
+        "CUDA too, at some cost in speed (byzmtl.determinism)",
+    )
     graph: GraphSettings | None = None
     task: dict[str, Any] = Field(default_factory=dict)
 

@@ -23,15 +23,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-import byzmtl
 from byzmtl import graph as graphs
+from byzmtl import rng
 from byzmtl.attacks import ATTACKS, Attack, AttackAssumptionError
 from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
+from byzmtl.determinism import deterministic_algorithms, use_deterministic_cublas
 from byzmtl.engine import RoundOutput, SimState, Simulation
 from byzmtl.recording import Diagnostics, Recorder
 from byzmtl.registry import RegistryError
 from byzmtl.rules import NO_COOPERATION, RULES, Rule, RuleAssumptionError
 from byzmtl.tasks import CASES, CaseError, CaseStudy
+from byzmtl.version import __version__
 
 
 @dataclass
@@ -64,9 +66,7 @@ def build_graph(
     if settings.kind == "geometric":
         positions = case.positions
         if positions is None:
-            positions = (
-                np.sqrt(n / 100.0) * 3.0 * byzmtl.rng.uniform(seed, "position", case.keys, 0, 2)
-            )
+            positions = np.sqrt(n / 100.0) * 3.0 * rng.uniform(seed, "position", case.keys, 0, 2)
         return graphs.geometric(
             positions, settings.radius, settings.max_neighbours, seed, case.keys
         )
@@ -164,6 +164,8 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as error:
         raise ConfigError(f"device: {config.device!r} is not available ({error})") from None
+    if config.deterministic:
+        use_deterministic_cublas(device)
     try:
         case = case_class.from_settings(settings, config.seed, dtype, str(device))
     except CaseError as error:
@@ -324,7 +326,7 @@ def _summary(
         "wall_seconds": wall,
         "compute_seconds": compute,
         "versions": {
-            "byzmtl": byzmtl.__version__,
+            "byzmtl": __version__,
             "python": platform.python_version(),
             "torch": torch.__version__,
             "numpy": np.__version__,
@@ -395,11 +397,12 @@ def run(
             on_round(state, output)
 
     computing = time.perf_counter()
-    with bar:
-        state = simulation.run(on_round=record)
-    compute = time.perf_counter() - computing
-    metrics = recorder.table(case.time_unit, times)
-    table = diagnostics.table()
+    with deterministic_algorithms(experiment.config.deterministic):  # the tables reduce too
+        with bar:
+            state = simulation.run(on_round=record)
+        compute = time.perf_counter() - computing
+        metrics = recorder.table(case.time_unit, times)
+        table = diagnostics.table()
     wall = time.perf_counter() - started
     summary = _summary(experiment, state, recorder, diagnostics, table, wall, compute)
     return Result(experiment.config, metrics, summary, experiment, state, table)

@@ -311,8 +311,8 @@ def tabulate(matrix: Matrix, results: dict[tuple[str, int], dict[str, Any]]) -> 
                 ("own_task_weight", "own_task_weight", "mean"),
                 ("regret", "regret", "mean"),
             ):
-                values = [e.get("diagnostics", {}).get(key, {}).get(statistic) for e in entries]
-                known = [v for v in values if v is not None]
+                found = [e.get("diagnostics", {}).get(key, {}).get(statistic) for e in entries]
+                known = [v for v in found if v is not None]
                 row[name] = float(np.mean(known)) if known else float("nan")
             rows.append(row)
     table = pd.DataFrame(rows)

@@ -229,14 +229,15 @@ class Diagnostics:
             self._weights = []
         if self._losses:
             rounds = np.array([r for r, _ in self._losses])
-            loss = torch.stack([m for _, m in self._losses]).index_select(2, self._normal)
+            # on the host: CUDA has no deterministic cumsum (see byzmtl.determinism)
+            loss = torch.stack([m for _, m in self._losses]).index_select(2, self._normal).cpu()
             assert self.reference is not None  # losses are kept only with a reference
             excess = (loss - loss[:, self.reference : self.reference + 1]).cumsum(0)
             if self._regret is not None:
                 excess += self._regret
             self._regret = excess[-1]
             stats = torch.stack([excess.mean(2), excess.amax(2)], -1)
-            self._records.append((rounds, stats.double().cpu().numpy()))
+            self._records.append((rounds, stats.double().numpy()))
             self._losses = []
 
     def _weight_block(self, block: list[Sequence[Tensor | None]]) -> np.ndarray:

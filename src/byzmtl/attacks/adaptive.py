@@ -33,9 +33,10 @@ Each attacker b pulls towards its own target T_b = value + U[0, spread)^d, drawn
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Ge, Gt, Interval
 from torch import Tensor
 
 from byzmtl.attacks.base import (
@@ -55,11 +56,6 @@ def targets(x: AttackInputs, value: float, spread: float) -> Tensor:
         noise = x.uniform("attack-adaptive-target", x.context.sender_keys, x.psi.shape[-1], 0)
         x.context.cache[memo] = value + spread * noise
     return x.context.cache[memo]
-
-
-def _check_margin(margin: float) -> None:
-    if not 0.0 < margin < 1.0:
-        raise ValueError(f"margin must lie in (0, 1), got {margin}")
 
 
 @ATTACKS.register("adaptive")
@@ -86,14 +82,9 @@ class Adaptive(Attack):
 
     value: float = 15.0
     spread: float = 1.0
-    margin: float = 1e-3
-    steps: int = 30
+    margin: Annotated[float, Interval(gt=0, lt=1)] = 1e-3
+    steps: Annotated[int, Ge(1)] = 30
     trains: bool = True
-
-    def __post_init__(self) -> None:
-        _check_margin(self.margin)
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
 
     def anchors(self, x: AttackInputs) -> tuple[Tensor, Tensor]:
         """(R, B, d) lowest-loss honest message of each receiver's neighbourhood and its loss."""
@@ -149,20 +140,13 @@ class NullSpace(Attack):
     [[1.0, 2.0], [0.0, 2.0]]
     """
 
-    push: float = 1.0
+    push: Annotated[float, Gt(0)] = 1.0
     value: float = 15.0
     spread: float = 1.0
-    margin: float = 1e-3
-    probe: float = 1.0
+    margin: Annotated[float, Interval(gt=0, lt=1)] = 1e-3
+    probe: Annotated[float, Gt(0)] = 1.0
     max_dimension: int = 64
     trains: bool = True
-
-    def __post_init__(self) -> None:
-        _check_margin(self.margin)
-        if not self.push > 0:
-            raise ValueError(f"push must be positive, got {self.push}")
-        if not self.probe > 0:
-            raise ValueError(f"probe must be positive, got {self.probe}")
 
     def check(self, context: AttackContext, task: Any) -> None:
         dimension = int(task.init_models(1).shape[-1])

@@ -18,10 +18,11 @@ Byzantine sender of N_k sends k the same message, crafted for k:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from annotated_types import Gt
 from torch import Tensor
 
 from byzmtl.attacks.base import ATTACKS, Attack, AttackInputs
@@ -86,12 +87,8 @@ class InnerProductManipulation(Attack):
     [-1.0, -1.0, -1.0]
     """
 
-    epsilon: float = 0.1
+    epsilon: Annotated[float, Gt(0)] = 0.1
     trains: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.epsilon > 0 or not math.isfinite(self.epsilon):
-            raise ValueError(f"epsilon must be positive, got {self.epsilon}")
 
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): the receiver's previous model moved against its honest neighbours' mean
@@ -116,12 +113,8 @@ class Dissensus(Attack):
     [-2.0, 4.0, 13.0]
     """
 
-    epsilon: float = 1.5
+    epsilon: Annotated[float, Gt(0)] = 1.5
     trains: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.epsilon > 0 or not math.isfinite(self.epsilon):
-            raise ValueError(f"epsilon must be positive, got {self.epsilon}")
 
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): the message that reverses the honest neighbours' pull on the receiver."""

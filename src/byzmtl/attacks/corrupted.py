@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Ge, Gt
 from torch import Tensor
 
 from byzmtl.attacks.base import (
@@ -39,12 +40,8 @@ class SignFlip(Attack):
     [[-3.0, -4.0], [-3.0, -4.0]]
     """
 
-    scale: float = 1.0
+    scale: Annotated[float, Gt(0)] = 1.0
     trains: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.scale > 0:
-            raise ValueError(f"scale must be positive, got {self.scale}")
 
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): -scale * psi_b on every attacked edge (b -> k)."""
@@ -66,12 +63,8 @@ class Gaussian(Attack):
     3.0
     """
 
-    sigma: float = 1.0
+    sigma: Annotated[float, Gt(0)] = 1.0
     trains: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma}")
 
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): psi_b + sigma * n_bk, n_bk ~ N(0, I) keyed on (seed, edge, round)."""
@@ -95,7 +88,7 @@ class Mimic(Attack):
     [2.0, 2.0, 2.0]
     """
 
-    agent: int | None = None
+    agent: Annotated[int, Ge(0)] | None = None
     trains: bool = True
 
     def mimicked(self, context: AttackContext) -> int:

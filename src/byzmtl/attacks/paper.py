@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from annotated_types import Gt
 from torch import Tensor
 
 from byzmtl.attacks.base import ATTACKS, Attack, AttackInputs
@@ -42,21 +44,13 @@ class Constant(Attack):
         return _for_every_replica(x, x.context.cache[memo])
 
 
-def _check_scale(scale: float) -> None:
-    if not 0 < scale < float("inf"):
-        raise ValueError(f"scale must be positive and finite, got {scale}")
-
-
 @ATTACKS.register("scaled")
 @dataclass
 class Scaled(Attack):
     """Send a * psi_b with a ~ U[0, scale), one factor per message."""
 
-    scale: float = 0.1
+    scale: Annotated[float, Gt(0)] = 0.1
     trains: bool = True
-
-    def __post_init__(self) -> None:
-        _check_scale(self.scale)
 
     def messages(self, x: AttackInputs) -> Tensor:
         factor = self.scale * x.uniform("attack-scaled", x.context.edge_keys, 1)
@@ -86,11 +80,8 @@ class PaperScaled(Attack):
     (True, True)
     """
 
-    scale: float = 0.1
+    scale: Annotated[float, Gt(0)] = 0.1
     trains: bool = True
-
-    def __post_init__(self) -> None:
-        _check_scale(self.scale)
 
     def broadcast(self, x: AttackInputs) -> Tensor:
         """(R, n_b, d): every Byzantine agent's psi_b times its factors of this round."""
@@ -118,7 +109,7 @@ class Noise(Attack):
     high: float = 0.1
     trains: bool = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # a relation between two parameters: the class's check
         if not self.low < self.high:
             raise ValueError(f"noise needs low < high, got [{self.low}, {self.high})")
 

@@ -25,7 +25,7 @@ an error that names the case study.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor
 
@@ -45,11 +45,7 @@ class LabelFlip(Attack):
     """Train on flipped labels (the task's ``flip_labels`` hook) and send the model: m_bk = psi_b.
     The attacker always trains (``trains`` must stay True)."""
 
-    trains: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.trains:
-            raise ValueError("label-flip trains on its flipped data: trains must be true")
+    trains: Literal[True] = True  # it trains on its flipped data
 
     def check(self, context: AttackContext, task: Any) -> None:
         if not isinstance(task, LabelFlipping):

@@ -11,10 +11,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Annotated, ClassVar, Protocol
 
-import numpy as np
 import torch
+from annotated_types import Gt, Interval
 from torch import Tensor
 
 from byzmtl.neighbourhoods import Neighbourhoods
@@ -206,12 +206,11 @@ def accumulate(previous: Tensor, new: Tensor, nu: float) -> Tensor:
     return torch.mul(previous, 1.0 - nu).add_(new, alpha=nu)
 
 
-def check_forgetting(nu: float, r0: float) -> None:
-    """Validate the forgetting factor and the initial score shared by score-based rules."""
-    if not 0.0 < nu < 1.0:
-        raise ValueError(f"nu must lie in (0, 1), got {nu}")
-    if not r0 > 0.0 or not np.isfinite(r0):
-        raise ValueError(f"r0 must be positive and finite, got {r0}")
+Forgetting = Annotated[float, Interval(gt=0, lt=1)]
+"""The forgetting factor nu of accumulated scores, in (0, 1)."""
+
+InitialScore = Annotated[float, Gt(0)]
+"""The initial accumulated score r0: positive (and, like every parameter, finite)."""
 
 
 RULES: Registry[Rule] = Registry("rule")

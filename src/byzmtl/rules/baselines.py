@@ -15,12 +15,13 @@ from torch import Tensor
 from byzmtl.names import NO_COOPERATION
 from byzmtl.rules.base import (
     RULES,
+    Forgetting,
+    InitialScore,
     Neighbourhoods,
     RuleInputs,
     RuleState,
     WeightRule,
     accumulate,
-    check_forgetting,
     inverse,
 )
 
@@ -60,12 +61,9 @@ class Distance(WeightRule):
     (:func:`~byzmtl.rules.base.inverse`).
     """
 
-    nu: float = 0.1
-    r0: float = 10.0
+    nu: Forgetting = 0.1
+    r0: InitialScore = 10.0
     shared_settings = ("nu", "r0")
-
-    def __post_init__(self) -> None:
-        check_forgetting(self.nu, self.r0)
 
     def init_state(self, edges: Neighbourhoods, dtype: torch.dtype) -> RuleState:
         g = torch.full((edges.n_edges,), self.r0, dtype=dtype, device=edges.receivers.device)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from annotated_types import Gt
 from torch import Tensor
 
 from byzmtl.ops import branches_freely
@@ -66,11 +68,7 @@ class ClippedGossip(WeightRule):
     [0.5, 9.5]
     """
 
-    tau: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not self.tau > 0:
-            raise ValueError(f"tau must be positive, got {self.tau}")
+    tau: Annotated[float, Gt(0)] = 1.0
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
         factors = clip_factors(x, float(self.tau))

@@ -15,8 +15,10 @@ overflow (rounding past the largest float is clamped back: :func:`~byzmtl.ops.wi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from annotated_types import Ge
 from torch import Tensor
 
 from byzmtl.ops import within_range
@@ -79,11 +81,7 @@ class Median(Rule):
     [1.0, 1.0, 1.0]
     """
 
-    f: int = 1
-
-    def __post_init__(self) -> None:
-        if self.f < 0:
-            raise ValueError(f"f must be >= 0, got {self.f}")
+    f: Annotated[int, Ge(0)] = 1
 
     def check(self, edges: Neighbourhoods) -> None:
         check_degree(edges, 2 * self.f + 1, "median", f"an honest majority against f={self.f}")
@@ -118,11 +116,7 @@ class TrimmedMean(Rule):
     [1.5, 1.5, 1.5, 1.5]
     """
 
-    b: int = 2
-
-    def __post_init__(self) -> None:
-        if self.b < 0:
-            raise ValueError(f"b must be >= 0, got {self.b}")
+    b: Annotated[int, Ge(0)] = 2
 
     def check(self, edges: Neighbourhoods) -> None:
         check_degree(edges, 2 * self.b + 1, "trimmed-mean", f"trimming b={self.b} per side")

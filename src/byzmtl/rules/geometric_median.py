@@ -4,8 +4,10 @@ aggregation of RFA, Pillutla, Kakade and Harchaoui, IEEE TSP 2022), in decentral
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from annotated_types import Ge, Gt
 from torch import Tensor
 
 from byzmtl.rules.base import (
@@ -58,17 +60,9 @@ class GeometricMedian(WeightRule):
     [0.2113, 0.2113]
     """
 
-    f: int = 1
-    iterations: int = 8
-    smoothing: float = 1e-8
-
-    def __post_init__(self) -> None:
-        if self.f < 0:
-            raise ValueError(f"f must be >= 0, got {self.f}")
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
-        if not self.smoothing > 0:
-            raise ValueError(f"smoothing must be positive, got {self.smoothing}")
+    f: Annotated[int, Ge(0)] = 1
+    iterations: Annotated[int, Ge(1)] = 8
+    smoothing: Annotated[float, Gt(0)] = 1e-8
 
     def check(self, edges: Neighbourhoods) -> None:
         check_degree(

@@ -20,8 +20,10 @@ cannot see the drift either.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from annotated_types import Gt
 from torch import Tensor
 
 from byzmtl.ops import squared_norm
@@ -67,12 +69,7 @@ class HardenedLoss(LossBased):
     [[0.25, 1.0], [0.75, 1.0]]
     """
 
-    kappa: float = 0.5
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.kappa > 0:
-            raise ValueError(f"kappa must be positive, got {self.kappa}")
+    kappa: Annotated[float, Gt(0)] = 0.5
 
     def init_state(self, edges: Neighbourhoods, dtype: torch.dtype) -> RuleState:
         scores = super().init_state(edges, dtype)

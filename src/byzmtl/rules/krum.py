@@ -17,8 +17,10 @@ every finite message gets a finite score, so only finite messages are ever kept.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from annotated_types import Ge
 from torch import Tensor
 
 from byzmtl.rules.base import RULES, Neighbourhoods, RuleInputs, RuleState, WeightRule
@@ -40,11 +42,6 @@ def krum_scores(x: Block, f: int) -> Tensor:
     return torch.where(x.valid, scores, torch.inf)
 
 
-def _check_f(f: int) -> None:
-    if f < 0:
-        raise ValueError(f"f must be >= 0, got {f}")
-
-
 @RULES.register("krum")
 @dataclass
 class Krum(WeightRule):
@@ -61,10 +58,7 @@ class Krum(WeightRule):
     [0.1, 0.1, 0.1, 0.1, 0.1]
     """
 
-    f: int = 1
-
-    def __post_init__(self) -> None:
-        _check_f(self.f)
+    f: Annotated[int, Ge(0)] = 1
 
     def check(self, edges: Neighbourhoods) -> None:
         check_degree(edges, 2 * self.f + 3, "krum", f"|N_k| > 2f + 2 with f={self.f}")
@@ -95,13 +89,8 @@ class MultiKrum(WeightRule):
     [0.175, 0.175, 0.175, 0.175, 0.175]
     """
 
-    f: int = 1
-    m: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_f(self.f)
-        if self.m is not None and self.m < 1:
-            raise ValueError(f"m must be >= 1, got {self.m}")
+    f: Annotated[int, Ge(0)] = 1
+    m: Annotated[int, Ge(1)] | None = None
 
     def check(self, edges: Neighbourhoods) -> None:
         check_degree(edges, 2 * self.f + 3, "multi-krum", f"|N_k| > 2f + 2 with f={self.f}")

@@ -9,12 +9,13 @@ from torch import Tensor
 
 from byzmtl.rules.base import (
     RULES,
+    Forgetting,
+    InitialScore,
     Neighbourhoods,
     RuleInputs,
     RuleState,
     WeightRule,
     accumulate,
-    check_forgetting,
     inverse,
 )
 
@@ -35,13 +36,10 @@ class LossBased(WeightRule):
     (:func:`~byzmtl.rules.base.inverse`), so that kept scores of 0 share the weight equally.
     """
 
-    nu: float = 0.1
-    r0: float = 10.0
+    nu: Forgetting = 0.1
+    r0: InitialScore = 10.0
     needs_losses = True
     shared_settings = ("nu", "r0")
-
-    def __post_init__(self) -> None:
-        check_forgetting(self.nu, self.r0)
 
     def init_state(self, edges: Neighbourhoods, dtype: torch.dtype) -> RuleState:
         r = torch.full((edges.n_edges,), self.r0, dtype=dtype, device=edges.receivers.device)

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
+from annotated_types import Interval
 from torch import Tensor
 
 from byzmtl.ops import squared_norm
@@ -41,12 +43,8 @@ class TwoStage(WeightRule):
     [0.5, 1.0, 3.0]
     """
 
-    rho: float = 0.5
+    rho: Annotated[float, Interval(gt=0, le=1)] = 0.5
     needs_losses = True
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.rho <= 1.0:
-            raise ValueError(f"rho must lie in (0, 1], got {self.rho}")
 
     def affinities(self, x: RuleInputs, state: RuleState) -> tuple[Tensor, RuleState]:
         assert x.losses is not None, "the engine supplies losses to rules that need them"
