@@ -3,7 +3,7 @@
 # timings depend on what else runs; the report prints the load average.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/byzmtl bench --only paper,oracle,scaling --agents 1e3,1e4,1e5,1e6 --rounds 40 --json \
+.venv/bin/byzmtl bench --only paper,scaling --agents 1e3,1e4,1e5,1e6 --rounds 40 --json \
   > benchmarks/target_localization.json
 .venv/bin/byzmtl bench --only full --agents 1e6 --json > benchmarks/target_localization_full.json
 .venv/bin/python - <<'PY'

@@ -165,14 +165,7 @@ def test_no_import_cycle_at_module_level() -> None:
         assert not cycle, "import cycle: " + " -> ".join(cycle)
 
 
-def _library_case(module: str) -> object:
-    if module == "byzmtl.bench":
-        reason = "bench.py oracle moves to benchmarks/ on branch cli-start"
-        return pytest.param(module, marks=pytest.mark.xfail(strict=True, reason=reason))
-    return module
-
-
-@pytest.mark.parametrize("module", [_library_case(m) for m in modules()])
+@pytest.mark.parametrize("module", modules())
 def test_the_library_never_imports_the_tests_or_the_benchmarks(module: str) -> None:
     outside = sorted(
         i.target for i in imports(module) if i.target.split(".")[0] in ("tests", "benchmarks")

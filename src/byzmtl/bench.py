@@ -7,7 +7,8 @@
   paper's density, the area growing with the number of agents, at most 10 neighbours), graph
   construction time and peak memory; each size runs in a fresh process so peaks do not mix.
 - ``full``: the whole ``byzmtl run`` at the largest size for all its rounds.
-- ``oracle``: the engine against the plain per-agent loop of the tests (from a source checkout).
+
+The engine against the tests' plain per-agent loop: ``python benchmarks/engine_oracle.py``.
 
 Timings depend on what else the machine is doing; the report records the load average.
 """
@@ -108,57 +109,12 @@ def full(agents: int) -> dict[str, Any]:
     }
 
 
-def oracle(rounds: int = 100) -> dict[str, Any] | None:
-    """Seconds of the engine and of the tests' plain oracle on the paper network (all rules)."""
-    tests = Path(__file__).resolve().parents[2] / "tests"
-    if not (tests / "oracle.py").exists():
-        return None
-    sys.path.insert(0, str(tests.parent))
-    from tests.test_engine import oracle_for, simulate
-
-    net = {
-        "n": 100,
-        "edges": [],
-        "byzantine": list(range(0, 100, 5)),
-        "seed": 0,
-        "nu": 0.1,
-        "r0": 10.0,
-        "attack": "constant",
-    }
-    from byzmtl import graph as graphs
-    from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
-
-    task = TargetLocalization.from_settings(TargetLocalizationSettings(), 0)
-    paper_graph = graphs.geometric(task.positions, 1.0, 10, 0, task.keys)
-    net["edges"] = [
-        (k, l)
-        for k, l in zip(paper_graph.receivers.tolist(), paper_graph.senders.tolist(), strict=True)
-        if k != l
-    ]
-    started = time.perf_counter()
-    sim, task, graph, _, _, _ = simulate(net, iterations=rounds)
-    engine = time.perf_counter() - started
-    started = time.perf_counter()
-    for rule in ("loss", "distance", "average", "none"):
-        oracle_for(net, sim, task, graph, rule)
-    plain = time.perf_counter() - started
-    return {
-        "agents": 100,
-        "rounds": rounds,
-        "engine_seconds": engine,
-        "oracle_seconds": plain,
-        "speedup": plain / engine,
-    }
-
-
 def report(only: Sequence[str], sizes: Sequence[int], rounds: int) -> dict[str, Any]:
     out: dict[str, Any] = {"load_average": os.getloadavg(), "cpus": os.cpu_count()}
     if "paper" in only:
         out["paper"] = paper()
     if "scaling" in only:
         out["scaling"] = scaling(sizes, rounds)
-    if "oracle" in only:
-        out["oracle"] = oracle()
     if "full" in only:
         out["full"] = full(max(sizes))
     return out
@@ -195,16 +151,6 @@ def table(results: dict[str, Any]) -> str:
             f"full run: {f['agents']} agents x {f['rounds']} rounds, loss rule: "
             f"{f['process_seconds']:.0f} s whole process ({f['compute_seconds']:.0f} s "
             "compute)",
-        ]
-    if "oracle" in results:
-        o = results["oracle"]
-        lines += [
-            "",
-            "engine vs plain oracle: unavailable (needs a source checkout)"
-            if o is None
-            else f"engine vs plain oracle at 100 agents, {o['rounds']} rounds, 4 rules: "
-            f"{o['engine_seconds']:.3f} s vs {o['oracle_seconds']:.2f} s "
-            f"({o['speedup']:.0f}x)",
         ]
     return "\n".join(lines)
 

@@ -296,9 +296,9 @@ def command_bench(args: argparse.Namespace) -> int:
     from byzmtl import bench
 
     only = _csv(args.only)
-    unknown = sorted(set(only) - {"paper", "scaling", "oracle", "full"})
+    unknown = sorted(set(only) - {"paper", "scaling", "full"})
     if unknown:
-        raise CommandError(f"only: unknown benchmark {unknown[0]!r} (paper, scaling, oracle, full)")
+        raise CommandError(f"only: unknown benchmark {unknown[0]!r} (paper, scaling, full)")
     try:
         sizes = [int(float(a)) for a in _csv(args.agents)]
     except ValueError:
@@ -333,8 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="time the engine (paper experiment, scaling)")
     bench.add_argument(
         "--only",
-        default="paper,scaling,oracle",
-        help="benchmarks among paper, scaling, oracle, full (the whole run at the largest size)",
+        default="paper,scaling",
+        help="benchmarks among paper, scaling, full (the whole run at the largest size)",
     )
     bench.add_argument(
         "--agents", default="1e3,1e4,1e5", help="network sizes for scaling, e.g. 1e3,1e4,1e5,1e6"
