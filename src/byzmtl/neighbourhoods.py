@@ -3,6 +3,8 @@ attacks share: normalising per-edge affinities into weights and combining messag
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -123,8 +125,8 @@ class Neighbourhoods:
         totals = flat.new_zeros(replicas * self.n_agents).index_add_(0, index, flat)
         if not branches_freely(flat):  # the sound path, without reading a flag
             return self._normalise_any(flat, index).view(affinities.shape)
-        low, high = torch.aminmax(totals)
-        if not (low > 0 and high < torch.inf and flat.min() >= 0):
+        low, high = torch.aminmax(totals)  # read as Python numbers: cheaper than comparisons
+        if not (low.item() > 0 and high.item() < math.inf and flat.min().item() >= 0):
             return self._normalise_any(flat, index).view(affinities.shape)
         per_edge = totals.index_select(0, index)
         return torch.div(flat, per_edge, out=per_edge).view(affinities.shape)

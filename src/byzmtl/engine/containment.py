@@ -4,6 +4,8 @@ previous model, or its own step), and counted; only finite models are ever sent.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -13,12 +15,14 @@ from byzmtl.ops import branches_freely
 def keep_finite(values: Tensor, fallback: Tensor) -> tuple[Tensor, Tensor | None]:
     """``values`` (R, N, d) with every agent's row that holds a NaN or Inf replaced by its row
     of ``fallback``, and the (R, N) mask of replaced rows (None when none was). On the CPU one
-    reduction over ``values`` in the common case where every row is finite; on an accelerator
+    sum of all of ``values`` in the common case where every row is finite (a finite sum has no
+    NaN or Inf term; a sum along the last dimension would cost ten times more at d = 2, and
+    overflow only sends finite rows to the exact check); on an accelerator
     the replacement is always made (no host synchronisation), and the mask always returned."""
     if not branches_freely(values):
         bad = ~torch.isfinite(values).all(-1)
         return torch.where(bad[..., None], fallback, values), bad
-    if bool(torch.isfinite(values.sum(-1)).all()):
+    if math.isfinite(values.sum().item()):
         return values, None
     bad = ~torch.isfinite(values).all(-1)  # the sum may also overflow on finite rows
     if not bool(bad.any()):
