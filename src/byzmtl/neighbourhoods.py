@@ -4,7 +4,6 @@ attacks share: normalising per-edge affinities into weights and combining messag
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from functools import cached_property
 
