@@ -6,19 +6,17 @@ their state on the device of their edges, checked without a GPU on torch's ``met
 from __future__ import annotations
 
 import contextlib
+import importlib
+import pkgutil
 import runpy
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-import byzmtl.engine.containment
-import byzmtl.engine.sending
-import byzmtl.neighbourhoods
-import byzmtl.rules.clipping
-import byzmtl.rules.padded
-import byzmtl.tasks.neural.forward
+import byzmtl
 from byzmtl import graph as graphs
 from byzmtl import ops
 from byzmtl.attacks import ATTACKS
@@ -30,14 +28,25 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEVICES = (
     ["cpu"] + ["cuda"] * torch.cuda.is_available() + ["mps"] * torch.backends.mps.is_available()
 )
-BRANCHING = [
-    byzmtl.engine.containment,
-    byzmtl.engine.sending,
-    byzmtl.neighbourhoods,
-    byzmtl.rules.clipping,
-    byzmtl.rules.padded,
-    byzmtl.tasks.neural.forward,
-]
+
+
+def branching_modules() -> list[types.ModuleType]:
+    """Every byzmtl module that asks ``branches_freely`` (found, not listed by hand, so that a
+    new CPU-only branch cannot escape the test)."""
+    names = [info.name for info in pkgutil.walk_packages(byzmtl.__path__, "byzmtl.")]
+    modules = [
+        importlib.import_module(name)
+        for name in names
+        if name not in ("byzmtl.ops", "byzmtl.__main__")
+    ]
+    return [module for module in modules if hasattr(module, "branches_freely")]
+
+
+def test_the_branching_modules_are_found() -> None:
+    names = {module.__name__ for module in branching_modules()}
+    assert {"byzmtl.engine.containment", "byzmtl.tasks.neural.losses"} <= names
+
+
 SYNCING = ["__bool__", "__int__", "__float__", "__index__", "item", "tolist", "numpy",
            "nonzero", "unique", "unique_consecutive", "masked_select"]  # fmt: skip
 
@@ -51,7 +60,7 @@ def tl(**settings: object) -> dict:
 def as_on_an_accelerator(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Take the accelerator's branch-free paths on the CPU, and make every operation that would
     read a value back from an accelerator raise."""
-    for module in BRANCHING:
+    for module in branching_modules():
         monkeypatch.setattr(module, "branches_freely", lambda tensor: False)
     with monkeypatch.context() as patch:
 
