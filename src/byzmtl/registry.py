@@ -77,8 +77,10 @@ class Registry(Generic[T]):
                 out[f.name] = None
         return out
 
-    def create(self, name: str, params: Mapping[str, Any] | None = None) -> T:
-        """An instance of ``name`` built from ``params``; unknown parameters are errors."""
+    def validate(self, name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``params`` checked against the parameters of ``name`` and converted to their declared
+        types (``f: int`` takes 3 for 3.0, ``value: float`` takes 2.0 for 2); an unknown
+        parameter or a value its type hint refuses is a one-line :class:`RegistryError`."""
         cls = self.get(name)
         params = dict(params or {})
         unknown = sorted(set(params) - set(self.parameters(name)))
@@ -97,8 +99,13 @@ class Registry(Generic[T]):
                     raise RegistryError(
                         f"{self.kind} {name!r}: parameter {key}={value!r}: {problem}"
                     ) from None
+        return params
+
+    def create(self, name: str, params: Mapping[str, Any] | None = None) -> T:
+        """An instance of ``name`` built from ``params`` (checked by :meth:`validate`)."""
+        params = self.validate(name, params)
         try:
-            return cls(**params)
+            return self.get(name)(**params)
         except (TypeError, ValueError) as error:
             raise RegistryError(f"{self.kind} {name!r}: {error}") from error
 

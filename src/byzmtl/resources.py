@@ -3,14 +3,15 @@
 A run that cannot fit fails at once with a one-line :class:`ResourceError` naming the setting
 that makes it too large, instead of a MemoryError after minutes or a process that runs for years:
 
-    task.agents: this run needs about 1.1e+05 GiB of memory, this machine has 21 GiB available
-    task.iterations: this run would take at least 15.9 years (1e+13 rounds of at least 50 us)
+    task.agents: this run needs about 4.6e+05 GiB of memory, this machine has 22 GiB available
+    task.iterations: this run would take at least 6.49 years (1e+13 rounds of at least 20.5 us)
 
 Memory. A run of N agents, E edges (self-loops included), d parameters per model, R rules
 (replicas), T rounds and K records holds, in bytes (s: the size of a number of the run's dtype)
 
     models    6 R N d s          state, local steps, combination, their copies within a round
-    edges     (6 R s + 48) E     losses, scores, weights, masks per replica; edge ids (3 copies)
+    edges     (8 R s + 180) E    losses, scores, weights, masks per replica; the edge lists and
+                                 the temporaries of building the graph
     agents    200 N              identities, positions, noise levels, groups, ...
     records   8 R (S Q K + 4 T)  per record and subset S: Q statistics of every metric; per
                                  round four diagnostics
@@ -18,13 +19,19 @@ Memory. A run of N agents, E edges (self-loops included), d parameters per model
 and must fit in the memory available: ``MemAvailable`` of ``/proc/meminfo``, capped by the
 limit of the process's cgroup (v2 ``memory.max`` less ``memory.current`` up the hierarchy, or
 v1 ``memory.limit_in_bytes`` less ``memory.usage_in_bytes``). Where neither can be read (not
-Linux) memory is not checked. The estimate leaves out the case study's data and the messages
-gathered shard by shard (bounded by the shard size), so it errs low: a run it refuses cannot
-fit.
+Linux) memory is not checked. The constants are fitted to peaks measured on target
+localization (peak resident memory above the imported process, 2026-12-02): 1e5 agents, 1e6
+edges, 4 rules: 0.50 GB measured, 0.49 estimated; 1 rule: 0.29 GB and 0.27; 1e6 agents, 1e7
+edges, 1 rule: 2.6 GB (benchmarks/RESULTS.md) and 2.7. Rules that pad neighbourhoods (krum,
+median...) take more (3e4 agents, 6 rules: 0.26 GB, 0.19 estimated). It leaves out a learning
+case study's data and the messages gathered shard by shard (bounded by the shard size).
 
-Time. Every round costs at least ``ROUND_SECONDS`` (the engine's fixed work: dozens of tensor
-operations, each a few microseconds on any device) plus ``ELEMENT_SECONDS`` per value touched,
-R (E + N d) per round. A run whose lower bound exceeds ``MAX_SECONDS`` (a week) is refused.
+Time. Every round costs at least ``ROUND_SECONDS`` = 20 us, the engine's fixed work: the
+smallest run (one agent, one rule) issues 44 tensor operations a round, each at least half a
+microsecond of dispatch on any device (measured: 180 us a round for it on a loaded 2-core
+machine, 170 us for the paper's four rules on a quiet one), plus ``ELEMENT_SECONDS`` per value
+touched, R (E + N d) per round. A run whose lower bound exceeds ``MAX_SECONDS`` (a week) is
+refused.
 
 Both checks run twice in :func:`byzmtl.experiment.prepare`: on the size the settings plan
 (:meth:`~byzmtl.tasks.CaseStudy.planned_size`, before the case study and the graph are built,
@@ -43,7 +50,7 @@ from pathlib import Path
 from byzmtl.config import ConfigError, GraphSettings
 
 BYPASS = "BYZMTL_NO_RESOURCE_CHECK"
-ROUND_SECONDS = 50e-6
+ROUND_SECONDS = 20e-6
 ELEMENT_SECONDS = {"cpu": 1e-10}  # per value touched; other devices: DEFAULT_ELEMENT_SECONDS
 DEFAULT_ELEMENT_SECONDS = 1e-12
 MAX_SECONDS = 7 * 86400.0
@@ -78,7 +85,7 @@ def bytes_needed(size: Size) -> dict[str, float]:
     r, s = size.replicas, size.itemsize
     network = (
         6.0 * r * size.agents * size.parameters * s
-        + (6.0 * r * s + 48.0) * size.edges
+        + (8.0 * r * s + 180.0) * size.edges
         + 200.0 * size.agents
     )
     per_record = size.subsets * size.statistics * size.metrics
