@@ -463,3 +463,46 @@ def test_a_plugin_error_is_a_config_error() -> None:
     from byzmtl.config import ConfigError
 
     assert issubclass(plugins.PluginError, ConfigError)
+
+
+# -- inputs that are not errors, and what nothing written means -----------------------------------
+
+
+@pytest.mark.parametrize("directed", [False, True])
+def test_an_empty_edge_list_runs_every_agent_alone(tmp_path: Path, directed: bool) -> None:
+    """No edges: every agent hears only itself, so every rule is learning alone (none)."""
+    import json
+
+    (tmp_path / "e.txt").write_text("# no edges\n")
+    out = tmp_path / "run"
+    args = ["--graph", "edgelist", "--set", f"graph.path={tmp_path / 'e.txt'}"]
+    args += ["--set", f"graph.directed={str(directed).lower()}", "--attackers", "5"]
+    assert main(["run", CASE, *args, "--out", str(out), *SHORT]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["edges"] == summary["agents"] == 100
+    finals = {rule: entry["final"]["msd"] for rule, entry in summary["rules"].items()}
+    assert all(final == finals["none"] for final in finals.values())
+
+
+def test_a_results_folder_takes_the_umask(tmp_path: Path) -> None:
+    out = tmp_path / "made" / "run"
+    previous = os.umask(0o027)
+    try:
+        assert main(["run", CASE, "--rules", "none", "--out", str(out), *SHORT]) == 0
+    finally:
+        os.umask(previous)
+    assert (out.parent.stat().st_mode & 0o777, out.stat().st_mode & 0o777) == (0o750, 0o750)
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o640}
+
+
+def test_a_claim_given_up_removes_the_folders_it_made(tmp_path: Path) -> None:
+    from byzmtl.destination import claim
+    from byzmtl.results import RUN
+
+    (tmp_path / "kept").mkdir()
+    with claim(tmp_path / "kept" / "a" / "b" / "run", False, RUN):
+        assert (tmp_path / "kept" / "a" / "b").is_dir()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept"]
+    with claim(tmp_path / "kept" / "a" / "run", False, RUN):
+        (tmp_path / "kept" / "a" / "other").write_text("someone else's")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "kept", "other"]
