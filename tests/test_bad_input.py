@@ -81,6 +81,15 @@ BAD: dict[str, Bad] = {
     "attack-param-not-a-number": Bad(
         ("--attack-param", "value=abc"), "attack_params", "value='abc'"
     ),
+    "attack-param-a-bool-for-a-number": Bad(
+        ("--attack-param", "value=true"), "attack_params", "value=True"
+    ),
+    "attack-param-a-quoted-number": Bad(
+        ("--attack-param", 'value="15"'), "attack_params", "value='15'"
+    ),
+    "rule-param-a-float-for-an-integer": Bad(
+        ("--rules", "krum", "--set", "rule_params.krum.f=1.0"), "rule_params.krum", "f=1.0"
+    ),
     "agents-beyond-memory": Bad(("--agents", "100000000000"), "task.agents", "GiB of memory"),
     "agents-on-a-complete-graph": Bad(
         ("--agents", "1000000", "--graph", "complete"), "task.agents", "GiB of memory"
@@ -254,20 +263,19 @@ def test_the_bypass_lets_an_oversized_plan_through(monkeypatch: pytest.MonkeyPat
 
 
 def test_the_written_attack_parameters_are_the_coerced_ones(tmp_path: Path) -> None:
-    """A parameter given as another type its hint converts (an integer for a float) is
-    recorded as the value that ran."""
+    """A parameter given as a type its hint converts exactly (an integer for a float) is
+    recorded as the value that ran (config.toml then reruns the same run)."""
     from byzmtl.experiment import prepare
 
     config = {
         "case": CASE,
         "rules": ["krum", "loss"],
-        "rule_params": {"krum": {"f": 2.0}},
+        "rule_params": {"krum": {"f": 2}},
         "attack": "scaled",
         "attack_params": {"scale": 1},
     }
     experiment = prepare(config)
     assert experiment.config.rule_params == {"krum": {"f": 2}}
-    assert isinstance(experiment.config.rule_params["krum"]["f"], int)
     assert experiment.config.attack_params == {"scale": 1.0}
     assert isinstance(experiment.config.attack_params["scale"], float)
 

@@ -79,8 +79,9 @@ class Registry(Generic[T]):
 
     def validate(self, name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``params`` checked against the parameters of ``name`` and converted to their declared
-        types (``f: int`` takes 3 for 3.0, ``value: float`` takes 2.0 for 2); an unknown
-        parameter or a value its type hint refuses is a one-line :class:`RegistryError`."""
+        types (``value: float`` takes 2.0 for 2); an unknown parameter or a value its type hint
+        refuses (strictly: a bool or a string is no number) is a one-line
+        :class:`RegistryError`."""
         cls = self.get(name)
         params = dict(params or {})
         unknown = sorted(set(params) - set(self.parameters(name)))
@@ -120,5 +121,6 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 @cache
 def _adapter(hint: Any) -> TypeAdapter:
-    """A validator for values of type ``hint`` (finite numbers only)."""
-    return TypeAdapter(hint, config=ConfigDict(allow_inf_nan=False))
+    """A validator for values of type ``hint``: finite numbers only, and strict (True is not 1,
+    "15" is not a number, 2.0 is not an integer); an integer is taken for a float."""
+    return TypeAdapter(hint, config=ConfigDict(allow_inf_nan=False, strict=True))
