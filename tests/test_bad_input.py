@@ -123,6 +123,18 @@ BAD: dict[str, Bad] = {
     "config-not-utf8": Bad(
         ("--config", "{tmp}/c.toml"), "config", "not UTF-8", {"c.toml": b"seed = 1 # \xff\n"}
     ),
+    "edge-list-not-utf8": Bad(
+        ("--graph", "edgelist", "--set", "graph.path={tmp}/e.txt"),
+        "graph",
+        "cannot read edge list",
+        {"e.txt": b"0 1\n\xff\xfe 2\n"},
+    ),
+    "graphml-not-xml": Bad(
+        ("--graph", "graphml", "--set", "graph.path={tmp}/g.graphml"),
+        "graph",
+        "cannot read GraphML",
+        {"g.graphml": b"\xff\xfe<graphml>"},
+    ),
     "groups-file-not-utf8": Bad(
         ("--set", "task.groups={tmp}/g.txt"), "task.groups", "not UTF-8", {"g.txt": b"\xff\xfe\n"}
     ),
@@ -514,3 +526,13 @@ def test_a_claim_given_up_removes_the_folders_it_made(tmp_path: Path) -> None:
     with claim(tmp_path / "kept" / "a" / "run", False, RUN):
         (tmp_path / "kept" / "a" / "other").write_text("someone else's")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "kept", "other"]
+
+
+def test_an_accelerator_s_free_memory_is_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 * 2**30, 8 * 2**30))
+    assert resources.device_bytes("cuda:0") == 3 * 2**30
+    assert resources.device_bytes("meta") is None
+    with pytest.raises(resources.ResourceError, match=r"cuda:0 has 3 GiB available"):
+        resources.check(size(agents=10**9, edges=10**10, device="cuda:0"), FIELDS)

@@ -240,7 +240,7 @@ def _check_planned_size(
         records=planned.rounds,
         statistics=3 + len(config.percentiles),
         itemsize=torch.finfo(dtype).bits // 8,
-        device=device.type,
+        device=str(device),
     )
     resources.check(size, _blamed(case))
 
@@ -261,7 +261,7 @@ def size_of(experiment: Experiment) -> resources.Size:
         subsets=1 + len(case.group_names),
         statistics=3 + len(config.percentiles),
         itemsize=torch.finfo(experiment.simulation.dtype).bits // 8,
-        device=experiment.simulation.device.type,
+        device=str(experiment.simulation.device),
     )
 
 

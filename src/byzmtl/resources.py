@@ -16,7 +16,8 @@ Memory. A run of N agents, E edges (self-loops included), d parameters per model
     records   8 R (S Q K + 4 T)  per record and subset S: Q statistics of every metric; per
                                  round four diagnostics
 
-and must fit in the memory available: ``MemAvailable`` of ``/proc/meminfo``, capped by the
+and must fit in the memory available. On an accelerator that is its free memory
+(``torch.cuda.mem_get_info``); on the CPU ``MemAvailable`` of ``/proc/meminfo``, capped by the
 limit of the process's cgroup (v2 ``memory.max`` less ``memory.current`` up the hierarchy, or
 v1 ``memory.limit_in_bytes`` less ``memory.usage_in_bytes``). Where neither can be read (not
 Linux) memory is not checked. The constants are fitted to peaks measured on target
@@ -76,7 +77,7 @@ class Size:
     subsets: int = 1  # "all" and each task group
     statistics: int = 3  # mean, min, max and the percentiles asked for
     itemsize: int = 8  # bytes per number of the run's dtype
-    device: str = "cpu"  # the device type
+    device: str = "cpu"  # the torch device, e.g. cpu or cuda:0
 
 
 def bytes_needed(size: Size) -> dict[str, float]:
@@ -95,9 +96,25 @@ def bytes_needed(size: Size) -> dict[str, float]:
 
 def seconds_needed(size: Size) -> float:
     """A lower bound on the run's compute seconds (module docstring)."""
-    element = ELEMENT_SECONDS.get(size.device, DEFAULT_ELEMENT_SECONDS)
+    element = ELEMENT_SECONDS.get(size.device.partition(":")[0], DEFAULT_ELEMENT_SECONDS)
     touched = size.replicas * (size.edges + size.agents * size.parameters)
     return size.rounds * (ROUND_SECONDS + element * touched)
+
+
+def device_bytes(device: str) -> float | None:
+    """The memory free on ``device``: :func:`available_bytes` for the CPU, the free memory of a
+    CUDA device; None where it cannot be told."""
+    if device.partition(":")[0] == "cpu":
+        return available_bytes()
+    if device.startswith("cuda"):
+        import torch
+
+        try:
+            free, _ = torch.cuda.mem_get_info(torch.device(device))
+        except (RuntimeError, AssertionError, ValueError):
+            return None
+        return float(free)
+    return None
 
 
 def available_bytes(root: Path = Path("/")) -> float | None:
@@ -179,7 +196,7 @@ def duration(seconds: float) -> str:
 def check(
     size: Size,
     fields: Mapping[str, str],
-    available: Callable[[], float | None] = available_bytes,
+    available: Callable[[], float | None] | None = None,
     environment: Mapping[str, str] | None = None,
 ) -> None:
     """Raise a one-line :class:`ResourceError` where the run of ``size`` would take more than
@@ -199,12 +216,13 @@ def check(
         )
     parts = bytes_needed(size)
     needed = sum(parts.values())
-    free = available()
+    free = device_bytes(size.device) if available is None else available()
     if free is not None and needed > free:
         blamed = fields["agents"] if parts["agents"] >= parts["records"] else fields["rounds"]
+        where = "this machine has" if size.device == "cpu" else f"{size.device} has"
         raise ResourceError(
-            f"{blamed}: this run needs about {needed / GIB:.2g} GiB of memory, this machine "
-            f"has {free / GIB:.2g} GiB available {bypass}"
+            f"{blamed}: this run needs about {needed / GIB:.2g} GiB of memory, {where} "
+            f"{free / GIB:.2g} GiB available {bypass}"
         )
 
 
