@@ -6,7 +6,10 @@
     result.save("runs/demo")  # config.toml, metrics.csv, summary.json, figure.png, network.png
 
 Everything is built and validated before the first round, so a bad configuration fails at once
-with a :class:`~byzmtl.config.ConfigError` naming the field, and nothing is written.
+with a :class:`~byzmtl.config.ConfigError` naming the field, and nothing is written: the rules'
+and attack's parameters first (recorded as their declared types made them), then every number
+against the run's dtype, the run's planned size against the machine (:mod:`byzmtl.resources`),
+the case study, the graph, the simulation, and the built size again.
 """
 
 from __future__ import annotations
