@@ -536,3 +536,19 @@ def test_an_accelerator_s_free_memory_is_its_own(monkeypatch: pytest.MonkeyPatch
     assert resources.device_bytes("meta") is None
     with pytest.raises(resources.ResourceError, match=r"cuda:0 has 3 GiB available"):
         resources.check(size(agents=10**9, edges=10**10, device="cuda:0"), FIELDS)
+
+
+@pytest.mark.usefixtures("isolated_registries", "clean_modules")
+def test_a_failed_run_into_the_default_folder_leaves_no_runs_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = BAD["attack-of-the-wrong-shape"]
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in bad.args]
+    for name, content in bad.files.items():
+        (tmp_path / name).write_bytes(content)
+    assert main(["run", CASE, *args, *SHORT]) == 2
+    assert "(R, B, d)" in capsys.readouterr().err
+    assert list(work.iterdir()) == []
