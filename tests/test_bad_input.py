@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from byzmtl import plugins, resources
 from byzmtl.attacks import ATTACKS
@@ -552,3 +554,44 @@ def test_a_failed_run_into_the_default_folder_leaves_no_runs_folder(
     assert main(["run", CASE, *args, *SHORT]) == 2
     assert "(R, B, d)" in capsys.readouterr().err
     assert list(work.iterdir()) == []
+
+
+# -- merging settings: a law ---------------------------------------------------------------------
+
+TABLES = st.recursive(
+    st.integers(0, 3),
+    lambda inner: st.dictionaries(st.sampled_from("abc"), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def flat(table: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
+    """Every setting of nested tables by its path; a table itself is the value ``dict``."""
+    out: dict[tuple[str, ...], object] = {}
+    for key, value in table.items():
+        path = (*prefix, key)
+        if isinstance(value, dict):
+            out[path] = dict
+            out.update(flat(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+@given(base=st.dictionaries(st.sampled_from("abc"), TABLES, max_size=3), over=TABLES)
+def test_merging_overrides_settings_and_never_a_table_by_a_value(base: dict, over: object) -> None:
+    """merge(base, over) has every setting of ``over`` and the others of ``base``; where one
+    side has a table and the other a value at the same place, it is an error naming that
+    place (the first, in the order of ``over``)."""
+    from byzmtl.config import ConfigError, merge
+
+    overrides = over if isinstance(over, dict) else {"a": over}
+    old, new = flat(base), flat(overrides)
+    clashes = [p for p in new if p in old and (old[p] is dict) != (new[p] is dict)]
+    if clashes:
+        with pytest.raises(ConfigError, match=rf"^{'.'.join(clashes[0])}: given both as a table"):
+            merge(base, overrides)
+        return
+    merged = flat(merge(base, overrides))
+    expected = {**old, **new}
+    assert merged == expected
