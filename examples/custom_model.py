@@ -73,6 +73,6 @@ if __name__ == "__main__":
     for rule in result.config.rules:
         print(
             f"{rule:8s} accuracy {result.final(rule, 'accuracy'):.3f}"
-            f" (worst normal agent {result.final(rule, 'accuracy', 'min'):.3f})"
+            f" (worst normal agent {result.final(rule, 'accuracy', 'worst'):.3f})"
         )
     result.save("runs/custom-model", overwrite=True)  # config.toml, metrics.csv, figures, ...

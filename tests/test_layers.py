@@ -10,6 +10,7 @@ import each other; the engine imports neither the case studies nor anything that
     neighbourhoods  neighbourhoods
     plug-ins        rules/, attacks/, tasks/
     machinery       engine/, recording, plots/, config
+    checks          plugins, resources
     folders         destination
     results         results
     runs            experiment
@@ -46,6 +47,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("neighbourhoods", ("neighbourhoods",)),
     ("plug-ins", ("rules", "attacks", "tasks")),
     ("machinery", ("engine", "recording", "plots", "config")),
+    ("checks", ("plugins", "resources")),
     ("folders", ("destination",)),
     ("results", ("results",)),
     ("runs", ("experiment",)),

@@ -147,7 +147,12 @@ def test_an_attack_may_set_its_own_models_but_not_a_non_finite_one() -> None:
 @pytest.mark.parametrize(
     ("returned", "expected"),
     [
-        (lambda x: x.psi[:, :2], r"\(R, B, d\) = \(1, 6, 21\), got a torch.float64 tensor of"),
+        (
+            lambda x: x.psi[:, :2],
+            r"\(R, B, d\) = \(1, 6, 21\) and dtype torch.float64 \(or a narrower float\), "
+            r"got a torch.float64 tensor of",
+        ),
+        (lambda x: x.psi.index_select(1, x.senders).long(), r"got a torch.int64 tensor"),
         (lambda x: [0.0], r"got list"),
         (lambda x: x.psi.index_select(1, x.senders) > 0, r"got a torch.bool tensor"),
     ],

@@ -16,7 +16,6 @@ a one-line message naming the bad field, before anything is written.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -25,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from byzmtl import plugins
 from byzmtl.attacks import ATTACKS
 from byzmtl.config import ConfigError, dotted, merge, parse, read_toml
 from byzmtl.datasets import DatasetError
@@ -135,13 +135,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_plugins(paths: Sequence[Path]) -> None:
     """Import user files that register their own rules, attacks or case studies."""
-    for path in paths:
-        spec = importlib.util.spec_from_file_location(f"byzmtl_plugin_{path.stem}", path)
-        if spec is None or spec.loader is None or not path.is_file():
-            raise CommandError(f"plugin: cannot import {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while being built
-        spec.loader.exec_module(module)
+    plugins.load(paths)
 
 
 def load_config(args: argparse.Namespace, case: str | None) -> dict[str, Any]:

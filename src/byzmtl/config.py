@@ -32,6 +32,9 @@ from byzmtl.rules import RULES
 from byzmtl.tasks import CASES
 
 DEFAULT_RULES = ["loss", "distance", "average", "none"]
+# a setting one kind of case study has, and the one that plays its part in the others: a run's
+# length is counted in iterations (target localization) or in epochs (learning case studies)
+_INSTEAD = {"epochs": "iterations", "iterations": "epochs"}
 
 
 class ConfigError(ValueError):
@@ -142,11 +145,13 @@ class RunConfig(BaseModel):
                 + ("that rule is not in rules" if known else f"unknown rule {unused[0]!r}")
                 + f" (rules: {', '.join(self.rules)})"
             )
-        if self.byzantine is not None and self.attackers:
-            raise ValueError(
-                f"byzantine: explicit ids and attackers = {self.attackers} both choose the "
-                "Byzantine agents; give one of them"
-            )
+        if self.byzantine is not None and "attackers" in self.model_fields_set:
+            count = len(set(self.byzantine))
+            if self.attackers != count:
+                raise ValueError(
+                    f"byzantine: {count} explicit ids and attackers = {self.attackers} both "
+                    "choose the Byzantine agents; give one of them (or the same number)"
+                )
         return self
 
     def resolved(self) -> RunConfig:
@@ -161,9 +166,16 @@ class RunConfig(BaseModel):
         except ValidationError as error:
             first = error.errors()[0]
             if first["type"] == "extra_forbidden":
-                known = ", ".join(case.settings_model.model_fields)
+                fields = case.settings_model.model_fields
+                name = str(first["loc"][0])
+                other = _INSTEAD.get(name)
+                if other in fields:
+                    raise ConfigError(
+                        f"task.{name}: {self.case} has no {name}; its length is task.{other} "
+                        f"(--{other} N)"
+                    ) from None
                 raise ConfigError(
-                    f"task.{first['loc'][0]}: not a setting of {self.case} (its settings: {known})"
+                    f"task.{name}: not a setting of {self.case} (its settings: {', '.join(fields)})"
                 ) from None
             raise ConfigError(_one_line(error, prefix="task")) from None
         try:
@@ -172,8 +184,10 @@ class RunConfig(BaseModel):
             raise ConfigError(_one_line(error, prefix="graph")) from None
         if graph.kind is None:
             raise ConfigError(f"graph.kind: case study {self.case!r} has no default; name one")
+        attackers = self.attackers if self.byzantine is None else len(set(self.byzantine))
         return self.model_copy(
             update={
+                "attackers": attackers,
                 "attack": attack,
                 "attack_params": attack_params,
                 "nu": defaults.nu if self.nu is None else self.nu,
@@ -236,14 +250,27 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config: cannot read {path}: {error.strerror or error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config: {path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config: {path} is not UTF-8 text (byte {error.start}: {error.reason})"
+        ) from None
 
 
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``overrides`` applied; nested tables are merged key by key."""
+def merge(base: dict[str, Any], overrides: dict[str, Any], _prefix: str = "") -> dict[str, Any]:
+    """``base`` with ``overrides`` applied; nested tables are merged key by key. A table on one
+    side and a value on the other (``[task]`` in the file, ``--set task=1``) is a
+    :class:`ConfigError` naming the setting: neither silently replaces the other."""
     out = dict(base)
     for key, value in overrides.items():
+        name = f"{_prefix}{key}"
+        if key in out and isinstance(value, dict) != isinstance(out[key], dict):
+            table, other = (value, out[key]) if isinstance(value, dict) else (out[key], value)
+            raise ConfigError(
+                f"{name}: given both as a table ({', '.join(map(str, table)) or 'empty'}) and as "
+                f"a value ({other!r})"
+            )
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+            out[key] = merge(out[key], value, f"{name}.")
         else:
             out[key] = value
     return out
@@ -266,6 +293,14 @@ def dotted(assignments: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 table = ".".join(parents[: depth + 1])
-                raise ConfigError(f"--set {item!r}: {table} was set to a value, not a table")
+                raise ConfigError(
+                    f"{table}: --set {item!r} puts a setting in it, but an earlier --set made "
+                    "it a value"
+                )
+        if isinstance(node.get(leaf), dict) and not isinstance(value, dict):
+            raise ConfigError(
+                f"{key.strip()}: --set {item!r} makes it a value, but an earlier --set put "
+                "settings in it"
+            )
         node[leaf] = value
     return out

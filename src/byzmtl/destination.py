@@ -35,7 +35,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -118,10 +118,11 @@ class Destination:
     """A claimed destination: this process alone writes it until :meth:`release` (a context
     manager releases it on exit). ``out`` is the path as given, ``target`` its real path."""
 
-    def __init__(self, out: Path, target: Path, lock: _Lock) -> None:
+    def __init__(self, out: Path, target: Path, lock: _Lock, created: Sequence[Path] = ()) -> None:
         self.out = out
         self.target = target
         self._lock = lock
+        self._created = list(created)  # folders the claim made, deepest first
 
     def staging(self) -> Path:
         """A new empty folder beside the destination, to assemble its next content in."""
@@ -147,7 +148,12 @@ class Destination:
             shutil.rmtree(old)
 
     def release(self) -> None:
+        """Give the destination up. Where nothing was put in place, the folders the claim made
+        for it (its missing parents) are removed too, if they are still empty: a run that
+        fails leaves no trace."""
         self._lock.release()
+        if not os.path.lexists(self.target):
+            remove_empty(self._created)
 
     def __enter__(self) -> Destination:
         return self
@@ -166,8 +172,10 @@ def claim(out: Path, overwrite: bool, kind: Kind) -> Destination:
     :class:`DestinationError` where another process holds it."""
     target = check(out, overwrite, kind)
     lock_path = _lock_path(target)
+    created = _make_folder(out, lock_path.parent)
     lock = _take(out, lock_path)
     if lock is None:
+        remove_empty(created)
         holder = _holder(lock_path)
         raise DestinationError(f"out: {out} is being written by another byzmtl process{holder}")
     try:
@@ -175,8 +183,9 @@ def claim(out: Path, overwrite: bool, kind: Kind) -> Destination:
         check(out, overwrite, kind)  # again: it may have changed before the lock was taken
     except BaseException:
         lock.release()
+        remove_empty(created)
         raise
-    return Destination(out, target, lock)
+    return Destination(out, target, lock, created)
 
 
 def claim_new(base: Path, kind: Kind) -> Destination:
@@ -184,7 +193,7 @@ def claim_new(base: Path, kind: Kind) -> Destination:
     (skipping names another process holds or has written), after clearing the leftovers of the
     destinations in its folder that nobody holds."""
     parent = _check_path(base).parent
-    _make_folder(base, parent)
+    created = _make_folder(base, parent)
     _sweep(parent)
     number = 1
     while True:
@@ -199,7 +208,7 @@ def claim_new(base: Path, kind: Kind) -> Destination:
         if os.path.lexists(target):  # written and released while we looked
             lock.release()
             continue
-        return Destination(out, target, lock)
+        return Destination(out, target, lock, created)
 
 
 def exchange(a: Path, b: Path) -> bool:
@@ -264,15 +273,30 @@ def _lock_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.{LOCK}")
 
 
-def _make_folder(out: Path, folder: Path) -> None:
+def _make_folder(out: Path, folder: Path) -> list[Path]:
+    """Make ``folder`` and its missing parents; the folders made, deepest first."""
+    missing = [path for path in (folder, *folder.parents) if not os.path.lexists(path)]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
+        remove_empty(missing)
         raise DestinationError(f"out: cannot create {out.parent}: {error.strerror}") from None
+    return missing
+
+
+def remove_empty(folders: Sequence[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) while it is empty; stop at the first that is
+    not (another process may be using it)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
 
 
 def _take(out: Path, lock_path: Path) -> _Lock | None:
-    _make_folder(out, lock_path.parent)
     try:
         return _Lock.take(lock_path)
     except OSError as error:

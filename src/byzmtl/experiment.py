@@ -6,7 +6,10 @@
     result.save("runs/demo")  # config.toml, metrics.csv, summary.json, figure.png, network.png
 
 Everything is built and validated before the first round, so a bad configuration fails at once
-with a :class:`~byzmtl.config.ConfigError` naming the field, and nothing is written.
+with a :class:`~byzmtl.config.ConfigError` naming the field, and nothing is written: the rules'
+and attack's parameters first (recorded as their declared types made them), then every number
+against the run's dtype, the run's planned size against the machine (:mod:`byzmtl.resources`),
+the case study, the graph, the simulation, and the built size again.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ import pandas as pd
 import torch
 
 from byzmtl import graph as graphs
-from byzmtl import rng
+from byzmtl import resources, rng
 from byzmtl.attacks import ATTACKS, Attack, AttackAssumptionError
 from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
 from byzmtl.determinism import deterministic_algorithms, use_deterministic_cublas
-from byzmtl.engine import RoundOutput, SimState, Simulation
+from byzmtl.engine import AttackOutputError, RoundOutput, SimState, Simulation
 from byzmtl.recording import Diagnostics, Recorder
 from byzmtl.registry import RegistryError
 from byzmtl.rules import NO_COOPERATION, RULES, Rule, RuleAssumptionError
@@ -157,6 +160,7 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
     config = _with_graph_groups(config, given)
     case_class = CASES.get(config.case)
     settings = case_class.settings_model.model_validate(config.task)
+    config, rules, attack = _plugins(config)
     dtype = getattr(torch, str(config.dtype))
     _check_representable(config, dtype)
     try:
@@ -164,6 +168,7 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as error:
         raise ConfigError(f"device: {config.device!r} is not available ({error})") from None
+    _check_planned_size(config, case_class, settings, dtype, device)
     if config.deterministic:
         use_deterministic_cublas(device)
     try:
@@ -176,16 +181,6 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
     except graphs.GraphError as error:
         raise ConfigError(f"graph: {error}") from None
     byzantine = _byzantine(config, case)
-    rules = []
-    for name in config.rules:
-        try:
-            rules.append(RULES.create(name, _rule_params(config, name)))
-        except RegistryError as error:
-            raise ConfigError(f"rule_params.{name}: {error}") from None
-    try:
-        attack = ATTACKS.create(str(config.attack), config.attack_params)
-    except RegistryError as error:
-        raise ConfigError(f"attack_params: {error}") from None
     try:
         simulation = Simulation(
             case, built, rules, attack, byzantine, config.seed, case.keys, dtype, device
@@ -194,20 +189,111 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
         raise ConfigError(f"rules: {error}") from None
     except AttackAssumptionError as error:
         raise ConfigError(f"attack: {error}") from None
-    setup = time.perf_counter() - started
-    return Experiment(config, case, built, byzantine, rules, attack, simulation, setup)
+    experiment = Experiment(config, case, built, byzantine, rules, attack, simulation)
+    resources.check(size_of(experiment), _blamed(case_class))
+    experiment.setup_seconds = time.perf_counter() - started
+    return experiment
+
+
+def _plugins(config: RunConfig) -> tuple[RunConfig, list[Rule], Attack]:
+    """The run's rules and attack, built from their parameters, and ``config`` with those
+    parameters as their declared types made them (``f = 2`` for ``2.0``): what config.toml
+    records is what ran. Errors name the parameter's table."""
+    rules, rule_params = [], {}
+    for name in config.rules:
+        try:
+            given = RULES.validate(name, config.rule_params.get(name, {}))
+            rules.append(RULES.create(name, {**_rule_params(config, name), **given}))
+        except RegistryError as error:
+            raise ConfigError(f"rule_params.{name}: {error}") from None
+        if name in config.rule_params:
+            rule_params[name] = given
+    try:
+        attack_params = ATTACKS.validate(str(config.attack), config.attack_params)
+        attack = ATTACKS.create(str(config.attack), attack_params)
+    except RegistryError as error:
+        raise ConfigError(f"attack_params: {error}") from None
+    update = {"rule_params": rule_params, "attack_params": attack_params}
+    return config.model_copy(update=update), rules, attack
+
+
+def _blamed(case: type[CaseStudy]) -> dict[str, str]:
+    return {"agents": case.agents_setting, "rounds": case.rounds_setting}
+
+
+def _check_planned_size(
+    config: RunConfig,
+    case: type[CaseStudy],
+    settings: Any,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> None:
+    """Refuse, before anything is built, a run whose settings plan a size this machine cannot
+    hold or finish (:mod:`byzmtl.resources`), where the case study knows it from its settings."""
+    planned = case.planned_size(settings)
+    if planned is None:
+        return
+    assert config.graph is not None
+    size = resources.Size(
+        agents=planned.agents,
+        edges=resources.planned_edges(config.graph, planned.agents),
+        parameters=planned.parameters,
+        replicas=len(config.rules),
+        rounds=planned.rounds,
+        records=planned.rounds,
+        statistics=3 + len(config.percentiles),
+        itemsize=torch.finfo(dtype).bits // 8,
+        device=str(device),
+    )
+    resources.check(size, _blamed(case))
+
+
+def size_of(experiment: Experiment) -> resources.Size:
+    """The dimensions of a built experiment that decide its memory and time."""
+    case, config = experiment.case, experiment.config
+    sizes = getattr(case, "parameter_sizes", None)
+    parameters = sum(sizes) if sizes else int(case.init_models(1).shape[-1])
+    return resources.Size(
+        agents=case.n_agents,
+        edges=experiment.graph.n_edges,
+        parameters=parameters,
+        replicas=len(experiment.rules),
+        rounds=case.n_rounds,
+        records=case.n_records,
+        metrics=len(case.metric_names),
+        subsets=1 + len(case.group_names),
+        statistics=3 + len(config.percentiles),
+        itemsize=torch.finfo(experiment.simulation.dtype).bits // 8,
+        device=str(experiment.simulation.device),
+    )
 
 
 def _check_representable(config: RunConfig, dtype: torch.dtype) -> None:
-    """Every number of the run's scores and parameters fits the run's precision."""
+    """Every number of the run's scores, parameters and task settings fits the run's precision
+    (``--r0 1e39 --dtype float32`` would be +inf): one larger than ``finfo(dtype).max`` is a
+    ConfigError naming its setting."""
     largest = torch.finfo(dtype).max
     values = {"nu": config.nu, "r0": config.r0}
-    for rule, params in config.rule_params.items():
-        values.update({f"rule_params.{rule}.{key}": v for key, v in params.items()})
-    values.update({f"attack_params.{key}": v for key, v in config.attack_params.items()})
+    values.update(_numbers(config.rule_params, "rule_params"))
+    values.update(_numbers(config.attack_params, "attack_params"))
+    values.update(_numbers(config.task, "task"))
     for name, value in values.items():
         if isinstance(value, float | int) and not isinstance(value, bool) and abs(value) > largest:
             raise ConfigError(f"{name}: {value:g} overflows {config.dtype} (at most {largest:.3g})")
+
+
+def _numbers(value: Any, name: str) -> dict[str, Any]:
+    """Every leaf of nested tables and lists, by dotted name (``task.targets.0.1``)."""
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, list | tuple):
+        items = list(enumerate(value))
+    else:
+        return {name: value}
+    out: dict[str, Any] = {}
+    for key, item in items:
+        out.update(_numbers(item, f"{name}.{key}"))
+    return out
 
 
 def _byzantine(config: RunConfig, case: CaseStudy) -> np.ndarray:
@@ -399,7 +485,10 @@ def run(
     computing = time.perf_counter()
     with deterministic_algorithms(experiment.config.deterministic):  # the tables reduce too
         with bar:
-            state = simulation.run(on_round=record)
+            try:
+                state = simulation.run(on_round=record)
+            except AttackOutputError as error:  # a plug-in's bug: one line naming the attack
+                raise ConfigError(f"attack: {error}") from error
         compute = time.perf_counter() - computing
         metrics = recorder.table(case.time_unit, times)
         table = diagnostics.table()

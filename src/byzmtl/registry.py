@@ -77,8 +77,11 @@ class Registry(Generic[T]):
                 out[f.name] = None
         return out
 
-    def create(self, name: str, params: Mapping[str, Any] | None = None) -> T:
-        """An instance of ``name`` built from ``params``; unknown parameters are errors."""
+    def validate(self, name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``params`` checked against the parameters of ``name`` and converted to their declared
+        types (``value: float`` takes 2.0 for 2); an unknown parameter or a value its type hint
+        refuses (strictly: a bool or a string is no number) is a one-line
+        :class:`RegistryError`."""
         cls = self.get(name)
         params = dict(params or {})
         unknown = sorted(set(params) - set(self.parameters(name)))
@@ -97,8 +100,13 @@ class Registry(Generic[T]):
                     raise RegistryError(
                         f"{self.kind} {name!r}: parameter {key}={value!r}: {problem}"
                     ) from None
+        return params
+
+    def create(self, name: str, params: Mapping[str, Any] | None = None) -> T:
+        """An instance of ``name`` built from ``params`` (checked by :meth:`validate`)."""
+        params = self.validate(name, params)
         try:
-            return cls(**params)
+            return self.get(name)(**params)
         except (TypeError, ValueError) as error:
             raise RegistryError(f"{self.kind} {name!r}: {error}") from error
 
@@ -113,5 +121,6 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 @cache
 def _adapter(hint: Any) -> TypeAdapter:
-    """A validator for values of type ``hint`` (finite numbers only)."""
-    return TypeAdapter(hint, config=ConfigDict(allow_inf_nan=False))
+    """A validator for values of type ``hint``: finite numbers only, and strict (True is not 1,
+    "15" is not a number, 2.0 is not an integer); an integer is taken for a float."""
+    return TypeAdapter(hint, config=ConfigDict(allow_inf_nan=False, strict=True))

@@ -170,6 +170,23 @@ class Attack(ABC):
 
 ATTACKS: Registry[Attack] = Registry("attack")
 
+HOOKS = ("check", "training_batch", "messages", "broadcast", "own_models")
+
+
+def check_hooks(attack: object) -> None:
+    """Raise :class:`AttackAssumptionError` where ``attack`` lacks a hook the engine calls, or
+    ``trains`` is not True or False (an attack that does not derive from :class:`Attack`, or
+    a dataclass that leaves ``trains`` out): before the first round, not in it."""
+    name = getattr(attack, "name", type(attack).__name__)
+    for hook in HOOKS:
+        if not callable(getattr(attack, hook, None)):
+            raise AttackAssumptionError(
+                f"{name}: no {hook}() method (an attack derives from byzmtl.attacks.Attack)"
+            )
+    trains = getattr(attack, "trains", None)
+    if not isinstance(trains, bool):
+        raise AttackAssumptionError(f"{name}: trains must be True or False, got {trains!r}")
+
 
 def one_round(
     attack: Attack,

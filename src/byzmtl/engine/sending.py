@@ -17,23 +17,29 @@ from byzmtl.protocols import Task
 
 
 class AttackOutputError(TypeError):
-    """An attack returned something other than a real tensor of the expected shape."""
+    """An attack returned something other than a floating-point tensor of the expected shape
+    and of a dtype the run's holds exactly."""
 
 
-def checked(value: object, shape: tuple[int, ...], what: str, axes: str) -> Tensor:
-    """``value`` if it is a real floating-point (or integer) tensor of ``shape`` (named
-    ``axes`` in the error message), else :class:`AttackOutputError`."""
+def checked(
+    value: object, shape: tuple[int, ...], dtype: torch.dtype, what: str, axes: str
+) -> Tensor:
+    """``value`` if it is a real floating-point tensor of ``shape`` (named ``axes`` in the
+    error message) whose dtype converts exactly to the run's ``dtype`` (float32 messages in a
+    float64 run, not the reverse, which would round them), else :class:`AttackOutputError`.
+    The one place where the engine checks what an attack returns."""
     if (
         not isinstance(value, Tensor)
         or tuple(value.shape) != shape
-        or value.is_complex()
-        or value.dtype == torch.bool
+        or not value.is_floating_point()
+        or torch.promote_types(value.dtype, dtype) != dtype
     ):
         got = f"{type(value).__name__}"
         if isinstance(value, Tensor):
             got = f"a {value.dtype} tensor of shape {tuple(value.shape)}"
         raise AttackOutputError(
-            f"attack {what} must return a real tensor of shape {axes} = {shape}, got {got}"
+            f"attack {what} must return a real tensor of shape {axes} = {shape} and dtype "
+            f"{dtype} (or a narrower float), got {got}"
         )
     return value
 
@@ -55,14 +61,16 @@ def send(attack: Attack, context: AttackContext, inputs: AttackInputs, n_edges: 
     per_agent = (psi.shape[0], context.byzantine_ids.numel(), psi.shape[2])
     broadcast = attack.broadcast(inputs)
     if broadcast is not None:
-        broadcast = checked(broadcast, per_agent, f"{name}.broadcast", "(R, n_b, d)").to(psi.dtype)
+        what = f"{name}.broadcast"
+        broadcast = checked(broadcast, per_agent, psi.dtype, what, "(R, n_b, d)").to(psi.dtype)
         sent = broadcast.index_select(1, context.sender_rank)
     else:
         per_edge = (psi.shape[0], n_edges, psi.shape[2])
-        sent = checked(attack.messages(inputs), per_edge, f"{name}.messages", "(R, B, d)")
+        what = f"{name}.messages"
+        sent = checked(attack.messages(inputs), per_edge, psi.dtype, what, "(R, B, d)")
     own = attack.own_models(inputs, sent)
     if own is not None:
-        own = checked(own, per_agent, f"{name}.own_models", "(R, n_b, d)").to(psi.dtype)
+        own = checked(own, per_agent, psi.dtype, f"{name}.own_models", "(R, n_b, d)").to(psi.dtype)
     sent = sent.to(psi.dtype)
     # on the CPU, skip the masks when every message is finite (checked with one reduction)
     checked_finite = branches_freely(sent) and math.isfinite(float(sent.sum()))

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from byzmtl import rng
 from byzmtl.attacks.base import Attack, AttackContext
+from byzmtl.attacks.base import check_hooks as check_attack_hooks
 from byzmtl.engine.combine import Combiner
 from byzmtl.engine.containment import count_contained, keep_finite
 from byzmtl.engine.messages import MessageBuffers, ShardMessages
@@ -45,6 +46,7 @@ from byzmtl.graph import Graph
 from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.protocols import ParameterTensors, SenderLosses, Task
 from byzmtl.rules.base import Combination, Rule, RuleInputs, RuleState, WeightRule
+from byzmtl.rules.base import check_hooks as check_rule_hooks
 
 
 def _agent_ids(ids: Sequence[int] | np.ndarray, n_agents: int) -> np.ndarray:
@@ -104,7 +106,10 @@ class Simulation:
         self.keys = rng.agent_keys(graph.n_agents) if keys is None else np.asarray(keys, np.uint64)
         self.edges = Neighbourhoods.from_graph(graph, self.device)
         for rule in self.rules:
+            check_rule_hooks(rule)
             rule.check(self.edges)
+        if attack is not None:
+            check_attack_hooks(attack)
         flags = np.zeros(graph.n_agents, dtype=bool)
         flags[ids] = True
         self.byzantine = torch.as_tensor(flags, device=self.device)

@@ -214,3 +214,19 @@ InitialScore = Annotated[float, Gt(0)]
 
 
 RULES: Registry[Rule] = Registry("rule")
+
+
+def check_hooks(rule: object) -> None:
+    """Raise :class:`RuleAssumptionError` where ``rule`` lacks a method the engine calls
+    (``check``, ``init_state``, and ``affinities`` for a weight rule, else ``step``), or its
+    ``needs_losses`` is not True or False: before the first round, not in it."""
+    name = getattr(rule, "name", type(rule).__name__)
+    combining = "affinities" if isinstance(rule, WeightRule) else "step"
+    for hook in ("check", "init_state", combining):
+        if not callable(getattr(rule, hook, None)):
+            raise RuleAssumptionError(
+                f"{name}: no {hook}() method (a rule derives from byzmtl.rules.Rule)"
+            )
+    needs = getattr(rule, "needs_losses", None)
+    if not isinstance(needs, bool):
+        raise RuleAssumptionError(f"{name}: needs_losses must be True or False, got {needs!r}")

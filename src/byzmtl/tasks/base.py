@@ -11,20 +11,45 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from torch import Tensor
 
 from byzmtl.registry import Registry
 
+LARGEST_SETTING = 1e100
+"""The largest magnitude of a real-valued setting: squares and products of a few such numbers
+(squared distances between targets, say) stay finite in float64."""
+
 
 class Settings(BaseModel):
-    """Base of every case study's settings: unknown fields and non-finite numbers are errors."""
+    """Base of every case study's settings: unknown fields, non-finite numbers and real numbers
+    beyond +-``LARGEST_SETTING`` (in any field, lists and tuples included) are errors."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _moderate(cls, value: Any) -> Any:
+        for where, number in _reals(value, ""):
+            if abs(number) > LARGEST_SETTING:
+                raise ValueError(
+                    f"{number:g}{f' at {where}' if where else ''} is beyond +-"
+                    f"{LARGEST_SETTING:g}, the largest magnitude of a setting"
+                )
+        return value
+
+
+def _reals(value: Any, where: str) -> list[tuple[str, float]]:
+    """The floats of a setting's value, with where they sit in it (``[0][1]``)."""
+    if isinstance(value, float):
+        return [(where, value)]
+    if isinstance(value, list | tuple):
+        return [found for i, item in enumerate(value) for found in _reals(item, f"{where}[{i}]")]
+    return []
 
 
 class CaseError(ValueError):
@@ -48,6 +73,10 @@ def assign_groups(
             lines = Path(spec).read_text().splitlines()
         except OSError as error:
             raise CaseError(f"task.groups: cannot read {spec}: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise CaseError(
+                f"task.groups: {spec} is not UTF-8 text (byte {error.start}: {error.reason})"
+            ) from None
         entries: list[int | str] = [line.strip() for line in lines]
         entries = [e for e in entries if e and not str(e).startswith("#")]
         source = f"task.groups ({spec})"
@@ -69,6 +98,14 @@ def assign_groups(
                 f"(groups: {', '.join(names)}, or 0..{len(names) - 1})"
             )
     return out
+
+
+class PlannedSize(NamedTuple):
+    """The size of a run as a case study's settings plan it, known before it is built."""
+
+    agents: int
+    rounds: int
+    parameters: int  # per model
 
 
 @dataclass(frozen=True)
@@ -101,6 +138,10 @@ class CaseStudy(ABC):
     # columns of ``byzmtl matrix`` use it (learning case studies: e.g. "test_loss")
     loss_metric: ClassVar[str] = "loss"
     higher_is_better: ClassVar[frozenset[str]] = frozenset()  # e.g. accuracy: worst = min
+    # the settings that decide the network's size and the number of rounds, named in errors
+    # of a run too large for the machine (byzmtl.resources)
+    agents_setting: ClassVar[str] = "task.agents"
+    rounds_setting: ClassVar[str] = "task.iterations"
 
     n_agents: int
     n_rounds: int
@@ -142,6 +183,17 @@ class CaseStudy(ABC):
     @abstractmethod
     def metrics(self, models: Tensor, batch: Any, iteration: int) -> dict[str, Tensor] | None:
         """Per-agent metrics (name -> (R, N)) to record after this round, or None."""
+
+    @classmethod
+    def planned_size(cls, settings: Any) -> PlannedSize | None:
+        """The run's size from its settings alone, before anything is built (checked against
+        the machine by :mod:`byzmtl.resources`); None where the data decide it."""
+        return None
+
+    @property
+    def n_records(self) -> int:
+        """How many records the metrics table gets (at most one per round by default)."""
+        return self.n_rounds
 
     def default_byzantine(self, count: int) -> np.ndarray | None:
         """Byzantine agents the paper fixes for ``count`` attackers, or None for a random draw."""

@@ -198,6 +198,7 @@ class DigitClassification(NeuralCase):
         graph={"kind": "complete"},
     )
     plot_groups = True
+    agents_setting = "task.mnist_agents"  # and task.synthetic_agents
 
     @classmethod
     def from_settings(

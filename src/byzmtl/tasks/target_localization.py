@@ -39,6 +39,7 @@ from byzmtl.tasks.base import (
     CaseDefaults,
     CaseStudy,
     GroupsSetting,
+    PlannedSize,
     Settings,
     assign_groups,
 )
@@ -137,6 +138,10 @@ class TargetLocalization(CaseStudy):
         )
         self._positions = self._tensor(positions)
         self._chunk: tuple[int, list[LocalizationBatch]] = (0, [])
+
+    @classmethod
+    def planned_size(cls, settings: TargetLocalizationSettings) -> PlannedSize:
+        return PlannedSize(settings.agents, settings.iterations, 2)
 
     @classmethod
     def from_settings(

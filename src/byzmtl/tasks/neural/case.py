@@ -66,6 +66,7 @@ class NeuralCase(CaseStudy):
     log_metrics: ClassVar[frozenset[str]] = frozenset({"train_loss", "test_loss"})
     loss_metric: ClassVar[str] = "test_loss"
     higher_is_better: ClassVar[frozenset[str]] = frozenset({"accuracy"})
+    rounds_setting: ClassVar[str] = "task.epochs"
     metric_names = ("train_loss", "test_loss", "accuracy")
 
     def __init__(
@@ -150,6 +151,10 @@ class NeuralCase(CaseStudy):
 
     def time_values(self) -> np.ndarray:
         return np.arange(1, self.epochs + 1)
+
+    @property
+    def n_records(self) -> int:
+        return self.epochs
 
     # -- the engine's Task protocol ------------------------------------------------------------
 
