@@ -12,8 +12,9 @@ import each other; the engine imports neither the case studies nor anything that
     machinery       engine/, recording, plots/, config
     folders         destination
     results         results
+    checkpoints     checkpoints
     runs            experiment
-    studies         matrix
+    studies         matrix, resume
     benchmark       bench
     command line    cli
     entry points    __main__, byzmtl (the package: its Python API)
@@ -48,8 +49,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("machinery", ("engine", "recording", "plots", "config")),
     ("folders", ("destination",)),
     ("results", ("results",)),
+    ("checkpoints", ("checkpoints",)),
     ("runs", ("experiment",)),
-    ("studies", ("matrix",)),
+    ("studies", ("matrix", "resume")),
     ("benchmark", ("bench",)),
     ("command line", ("cli",)),
     ("entry points", ("__main__", "byzmtl")),
