@@ -38,7 +38,8 @@ TL = ["target-localization", "--agents", "30", "--iterations", "40", "--attacker
 TL_RULES = ["--rules", "loss,distance,average,none,median,trimmed-mean"]
 HAR = ["har", "--data-dir", str(SAMPLES / "har-recreated" / "UCI HAR Dataset"), "--agents", "6"]
 DIGITS = [
-    "digits", "--data-dir", str(SAMPLES / "mnist"), "--attackers", "2",
+    "digits", "--data-dir", str(SAMPLES / "mnist"), "--byzantine", "1",
+    "--set", "task.mnist_agents=2", "--set", "task.synthetic_agents=2",
     "--set", "task.train_per_agent=64", "--set", "task.test_per_agent=32",
     "--set", "task.mnist_batch=16", "--set", "task.synthetic_batch=32",
 ]  # fmt: skip
