@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,13 @@ def byzmtl(argv: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def killed(argv: list[str], tmp: Path, hold: int, delay: float = 0.0) -> subprocess.Popen[str]:
+def killed(
+    argv: list[str], tmp: Path, hold: int, while_held: Callable[[], None] | None = None
+) -> subprocess.Popen[str]:
     """Start ``byzmtl run ARGV`` in a new process, wait until it holds still at its ``hold``-th
-    checkpoint (0: before the first; see hold_plugin.py), or ``delay`` seconds after its first
-    checkpoint where ``hold`` is negative (it does not hold still then), and SIGKILL it."""
+    checkpoint (0: before the first; see hold_plugin.py), or until its first checkpoint is seen
+    where ``hold`` is negative (it does not hold still then), call ``while_held``, and SIGKILL
+    it."""
     held = tmp / f"held-{time.monotonic_ns()}"
     command = [sys.executable, "-m", "byzmtl", "run", *argv, "--plugin", str(PLUGIN)]
     env = environment(tmp, BYZMTL_TEST_HOLD=str(max(hold, -1)), BYZMTL_TEST_HELD=str(held))
@@ -75,7 +79,8 @@ def killed(argv: list[str], tmp: Path, hold: int, delay: float = 0.0) -> subproc
                 raise AssertionError(f"the run ended before its kill: {process.stderr.read()}")  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "the run never reached the point of its kill"
             time.sleep(0.01)
-        time.sleep(delay)
+        if while_held is not None:
+            while_held()
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
     finally:
@@ -140,12 +145,17 @@ def resume(out: Path, tmp: Path, capsys: pytest.CaptureFixture[str] | None = Non
 
 
 def test_target_localization_killed_after_a_checkpoint_resumes_to_the_uninterrupted_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "tl"
     hold = 2  # the second checkpoint, after round 14 (every kill point: in-process, below)
     argv = [*TL, *TL_RULES, "--checkpoint-every", "7", "--threads", "1"]
-    process = killed([*argv, "--out", str(out), *QUIET], tmp_path, hold)
+
+    def resume_while_it_runs() -> None:
+        err = one_line_error(["run", "--resume", str(out)], capsys)
+        assert "is being written by another byzmtl process" in err
+
+    process = killed([*argv, "--out", str(out), *QUIET], tmp_path, hold, resume_while_it_runs)
     assert process.returncode == -signal.SIGKILL
     assert_interrupted_at(out, 7 * hold)
     resume(out, tmp_path)
