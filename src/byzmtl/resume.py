@@ -20,7 +20,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from byzmtl.checkpoints import CONFIG, CheckpointError, CheckpointFolder, write_text_durably
+from byzmtl.checkpoints import (
+    CONFIG,
+    CheckpointError,
+    CheckpointFolder,
+    sync_folder,
+    write_text_durably,
+)
 from byzmtl.config import RunConfig, parse, read_toml
 from byzmtl.destination import Destination, claim
 from byzmtl.results import (
@@ -56,6 +62,7 @@ def start(
     write_text_durably(staging / CONFIG, config.to_toml())
     (staging / CHECKPOINT_FOLDER).mkdir()
     destination.commit(staging)
+    sync_folder(target.parent)
     if not quiet:
         unit = CASES.get(config.case).time_unit  # iteration, or epoch
         print(
