@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from byzmtl.checkpoints import CheckpointError, CheckpointFolder
 from byzmtl.cli import main
-from byzmtl.config import read_toml
+from byzmtl.config import ConfigError, read_toml
 from byzmtl.experiment import Result, prepare, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -414,3 +414,32 @@ def test_a_corrupt_manifest_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text('{"round": 3}')
     with pytest.raises(CheckpointError, match="is not a manifest"):
         CheckpointFolder(tmp_path).manifest()
+
+
+def test_checkpoint_every_is_validated_and_needs_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tl"
+    err = one_line_error(["run", *TL, "--checkpoint-every", "0", "--out", str(out)], capsys)
+    assert "checkpoint_every" in err and not out.exists()
+    with pytest.raises(ConfigError, match="checkpoint_every: checkpoints are written into"):
+        run({**TL_CONFIG, "checkpoint_every": 5})
+    config = tmp_path / "matrix.toml"
+    config.write_text('case = "target-localization"\ncheckpoint_every = 5\n')
+    argv = ["matrix", "--config", str(config), "--attackers", "2", "--out", str(tmp_path / "m")]
+    assert "checkpoint_every: a matrix resumes cell by cell" in one_line_error(argv, capsys)
+
+
+def test_resume_keeps_the_runs_threads_and_says_when_told_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = interrupted(tmp_path, every=7, after=1)
+    manifest = json.loads((out / "checkpoint" / "manifest.json").read_text())
+    assert manifest["threads"] == torch.get_num_threads() == 1
+    capsys.readouterr()
+    try:
+        assert main(["run", "--resume", str(out), "--threads", "2", *QUIET]) == 0
+    finally:
+        torch.set_num_threads(1)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpointed with 1 threads, it continues with 2" in err
