@@ -443,3 +443,21 @@ def test_resume_keeps_the_runs_threads_and_says_when_told_otherwise(
         torch.set_num_threads(1)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "checkpointed with 1 threads, it continues with 2" in err
+
+
+def test_a_run_that_read_relative_paths_resumes_only_where_it_started(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "ring.txt").write_text("\n".join(f"{k} {(k + 1) % 30}" for k in range(30)))
+    monkeypatch.chdir(tmp_path / "here")
+    out = tmp_path / "tl"
+    argv = ["run", *TL, "--graph", "edgelist", "--set", "graph.path=ring.txt"]
+    stopping = mock.patch("byzmtl.resume.CheckpointFolder", lambda p, _: StoppingFolder(p, 1))
+    with stopping, pytest.raises(Stop):
+        main([*argv, "--checkpoint-every", "7", "--out", str(out), *QUIET])
+    monkeypatch.chdir(tmp_path)
+    err = one_line_error(["run", "--resume", str(out)], capsys)
+    assert f"graph.path = 'ring.txt' is relative to {tmp_path / 'here'}" in err
+    monkeypatch.chdir(tmp_path / "here")
+    assert main(["run", "--resume", str(out), *QUIET]) == 0

@@ -10,8 +10,9 @@ A run with ``checkpoint_every = K`` writes, every K rounds (target localization)
 
 The manifest is ``{"format": 1, "round": 14, "rounds": 40, "ranks": 1, "files":
 ["rank0-000014.pt"], "config_sha256": ..., "versions": {"byzmtl": ..., "torch": ...},
-"threads": 1}`` (torch's CPU threads: they decide how reductions are split, so a resumed run
-uses the same number unless told otherwise). A rank
+"threads": 1, "cwd": ...}`` (torch's CPU threads: they decide how reductions are split, so a
+resumed run uses the same number unless told otherwise; the working folder, against which the
+configuration's relative paths were read). A rank
 file is a ``torch.save`` of plain tensors, lists and numbers (read back with ``weights_only``):
 the simulation state (models, learner and optimiser states, rules' states and accumulated
 scores, the containment counters; randomness is keyed by seed, agent and round, so the round
@@ -161,6 +162,7 @@ class CheckpointFolder:
             "config_sha256": config_hash(config_text),
             "versions": versions(),
             "threads": torch.get_num_threads(),  # CPU reductions split by thread count
+            "cwd": os.getcwd(),  # where the configuration's relative paths point
         }
         text = json.dumps(manifest, indent=2) + "\n"
         size += _write_durably(self.manifest_path, lambda file: file.write(text.encode()))

@@ -15,6 +15,7 @@ tables, summary and figures of the uninterrupted run (timings aside: ``wall_seco
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -108,6 +109,36 @@ def check_resumable(run_dir: Path) -> None:
         )
 
 
+def _relative_paths(value: Any, name: str, base: str) -> list[tuple[str, str]]:
+    """(setting, value) of every string setting under ``value`` that names a file or folder
+    relative to ``base``."""
+    if isinstance(value, dict):
+        return [
+            found
+            for key, item in value.items()
+            for found in _relative_paths(item, f"{name}.{key}".lstrip("."), base)
+        ]
+    if isinstance(value, str) and value and not os.path.isabs(value):
+        return [(name, value)] if os.path.exists(os.path.join(base, value)) else []
+    return []
+
+
+def _check_working_folder(config: dict[str, Any], manifest: dict[str, Any] | None) -> None:
+    """A run whose settings name relative paths (data folders, graph files) continues only from
+    the folder it started in: elsewhere they could name other data."""
+    started = None if manifest is None else manifest.get("cwd")
+    if not isinstance(started, str) or os.path.realpath(started) == os.path.realpath("."):
+        return
+    settings = {"task": config.get("task", {}), "graph": config.get("graph", {})}
+    relative = _relative_paths(settings, "", started)
+    if relative:
+        setting, value = relative[0]
+        raise CheckpointError(
+            f"resume: {setting} = {value!r} is relative to {started}, where the run started; "
+            "resume it from there"
+        )
+
+
 def _use_threads(given: int | None, manifest: dict[str, Any] | None) -> None:
     """torch's CPU threads for the resumed run: ``given``, else the checkpointed run's. CPU
     reductions are split by thread count, so another count may change the last bits of what
@@ -142,7 +173,9 @@ def command_resume(
     if args.threads is not None and args.threads < 1:
         raise CheckpointError(f"threads: must be at least 1, got {args.threads}")
     check_resumable(run_dir)
-    _use_threads(args.threads, CheckpointFolder(run_dir / CHECKPOINT_FOLDER).manifest())
+    manifest = CheckpointFolder(run_dir / CHECKPOINT_FOLDER).manifest()
+    _check_working_folder(read_toml(run_dir / CONFIG), manifest)
+    _use_threads(args.threads, manifest)
     with claim(run_dir, False, INTERRUPTED) as destination:  # a live writer: refused at once
         check_resumable(run_dir)  # again: it may have finished before the claim
         text = (destination.target / CONFIG).read_text()
