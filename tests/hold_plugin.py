@@ -1,7 +1,8 @@
 """A ``--plugin`` for tests/test_resume.py: holds a ``byzmtl run`` still at a chosen checkpoint,
 so that the test can kill it there with SIGKILL.
 
-    BYZMTL_TEST_HOLD=n        sleep once the n-th checkpoint is committed (0: before the first)
+    BYZMTL_TEST_HOLD=n        sleep once the n-th checkpoint is committed (0: before the first;
+                              -1: never, the run goes on)
     BYZMTL_TEST_HELD=FILE     written just before sleeping, to tell the test
 """
 
@@ -14,8 +15,8 @@ from typing import Any
 
 from byzmtl.checkpoints import CheckpointFolder
 
-HOLD = int(os.environ["BYZMTL_TEST_HOLD"])
-HELD = Path(os.environ["BYZMTL_TEST_HELD"])
+HOLD = int(os.environ.get("BYZMTL_TEST_HOLD", "-1"))
+HELD = Path(os.environ.get("BYZMTL_TEST_HELD", "held"))
 _write = CheckpointFolder.write
 _written = [0]
 
@@ -34,4 +35,5 @@ def _held_write(self: CheckpointFolder, snapshot: Any, rounds: int, config_text:
         _hold()
 
 
-CheckpointFolder.write = _held_write  # type: ignore[method-assign]
+if "BYZMTL_TEST_HOLD" in os.environ:  # not when pytest imports this file for its doctests
+    CheckpointFolder.write = _held_write  # type: ignore[method-assign]
