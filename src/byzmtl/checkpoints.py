@@ -8,16 +8,20 @@ A run with ``checkpoint_every = K`` writes, every K rounds (target localization)
     RUN_DIR/checkpoint/manifest.json   which files make up the checkpoint, see below
     RUN_DIR/checkpoint/rank0-000014.pt one process's part of the state after round 14
 
-The manifest is ``{"format": 1, "round": 14, "rounds": 40, "ranks": 1, "files":
-["rank0-000014.pt"], "config_sha256": ..., "versions": {"byzmtl": ..., "torch": ...},
-"threads": 1, "cwd": ...}`` (torch's CPU threads: they decide how reductions are split, so a
-resumed run uses the same number unless told otherwise; the working folder, against which the
-configuration's relative paths were read). A rank
-file is a ``torch.save`` of plain tensors, lists and numbers (read back with ``weights_only``):
-the simulation state (models, learner and optimiser states, rules' states and accumulated
-scores, the containment counters; randomness is keyed by seed, agent and round, so the round
-number is its whole position), the recorder's and the diagnostics' state (every row so far,
-rounds not yet reduced kept as they are), and the run's timings so far.
+The manifest::
+
+    {"format": 1, "round": 14, "rounds": 40, "ranks": 1, "files": ["rank0-000014.pt"],
+     "config": "<the resolved configuration, TOML>", "config_sha256": "...",
+     "versions": {"byzmtl": "...", "torch": "..."}, "threads": 1, "cwd": "..."}
+
+``threads``: torch's CPU threads, which decide how reductions are split, so a resumed run uses
+the same number unless told otherwise; ``cwd``: the working folder the configuration's relative
+paths were read against. A rank file is a ``torch.save`` of plain tensors, lists and numbers
+(read back with ``weights_only``): the simulation state (models, learner and optimiser states,
+rules' states and accumulated scores, the containment counters; randomness is keyed by seed,
+agent and round, so the round number is its whole position), the recorder's and the
+diagnostics' state (every row so far, rounds not yet reduced kept as they are), and the run's
+timings so far.
 
 Writing checkpoint t: every rank writes its file under a temporary name beside it, fsyncs it and
 renames it to ``rank<p>-<t>.pt`` (a new name: the files of the previous checkpoint are left
@@ -30,8 +34,8 @@ write its own file and rank 0 the manifest once all of them are written; this ve
 reads one rank.
 
 A results folder holding ``checkpoint/`` and no ``summary.json`` is an interrupted run
-(:func:`byzmtl.results.is_interrupted_run`); the finished run replaces the whole folder in one step
-(:mod:`byzmtl.destination`), checkpoint included, so a finished run has no checkpoint.
+(:func:`byzmtl.results.is_interrupted_run`); the finished run replaces the whole folder in one
+step (:mod:`byzmtl.destination`), checkpoint included, so a finished run has no checkpoint.
 """
 
 from __future__ import annotations
@@ -159,6 +163,7 @@ class CheckpointFolder:
             "rounds": rounds,
             "ranks": 1,
             "files": [name],
+            "config": config_text,  # the resolved configuration, as RUN_DIR/config.toml
             "config_sha256": config_hash(config_text),
             "versions": versions(),
             "threads": torch.get_num_threads(),  # CPU reductions split by thread count
