@@ -12,7 +12,10 @@ a new command is covered without editing this file:
 - ``run`` and ``matrix``: 20 iterations or 1 epoch, 32 training and 16 test images per agent
   where the case study has such settings; ``matrix``: the first of its seeds, and of its attacks
   (with ``all``: the case study's default attack) plus those its ``--attack-param`` names;
-- ``bench``: the scaling benchmark at 100 agents.
+- ``bench``: the scaling benchmark at 100 agents;
+- ``run --checkpoint-every K``: a checkpoint every 5 iterations or 1 epoch; ``run --resume DIR``:
+  the documented command that writes DIR runs first, shortened, and is interrupted (Ctrl-C)
+  after its first checkpoint, then the resume continues it.
 
 Commands run in-process through ``byzmtl.cli.main``. A command's ``--plugin`` files are imported
 first, by the command line's own ``load_plugins`` (the case study a plugin registers decides how
@@ -26,10 +29,13 @@ import re
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 
 from byzmtl.attacks import ATTACKS
+from byzmtl.checkpoints import CheckpointFolder
 from byzmtl.cli import build_parser, load_plugins, main
 from byzmtl.config import read_toml
 from byzmtl.rules import RULES
@@ -121,6 +127,8 @@ def shortened(argv: list[str], out: Path) -> list[str]:
         return [*argv, "--only", "scaling", "--agents", "100", "--rounds", "3"]
     if command not in RESULT_FILES:
         raise AssertionError(f"no rule shortens `byzmtl {command}`: add one to {__file__}")
+    if "--resume" in argv:
+        return [*_replace(argv, "--resume", str(out)), "--no-progress"]
     argv = _replace(_absolute(argv), "--out", str(out))
     case = _case_of(argv)
     if case is None or case not in CASES.names():
@@ -133,6 +141,9 @@ def shortened(argv: list[str], out: Path) -> list[str]:
     for name, value in SHORTER_TASK.items():
         if name in fields:
             argv += ["--set", f"task.{name}={value}"]
+    if "--checkpoint-every" in argv:
+        every = "1" if "epochs" in fields else "5"
+        argv = _replace(argv, "--checkpoint-every", every)
     if command == "matrix":
         args = build_parser().parse_args(argv)
         first = CASES.get(case).defaults.attack if args.attacks == ["all"] else args.attacks[0]
@@ -231,6 +242,8 @@ def test_documented_command_runs(
     if "--plugin" in argv:
         load_plugins(build_parser().parse_args(_absolute(argv)).plugin)
         argv = without_plugins(argv)
+    if "--resume" in argv:
+        interrupt_the_writer_of(argv[argv.index("--resume") + 1], out)
     code = main(shortened(argv, out))
     assert code == 0, f"`{command}` exited {code}: {capsys.readouterr().err.strip()}"
     if argv[0] in RESULT_FILES:
@@ -238,6 +251,22 @@ def test_documented_command_runs(
     else:
         assert capsys.readouterr().out.strip(), f"`{command}` printed nothing"
     assert not any(work.iterdir()), f"`{command}` wrote into its working folder"
+
+
+def interrupt_the_writer_of(run_dir: str, out: Path) -> None:
+    """Run the documented command that writes ``run_dir`` (shortened, into ``out``) and stop it
+    as Ctrl-C does once its first checkpoint is written."""
+    writers = [c for c in COMMANDS if f"--out {run_dir}" in c and "--checkpoint-every" in c]
+    assert writers, f"no documented command writes {run_dir} with checkpoints"
+    real = CheckpointFolder.write
+
+    def interrupted(self: CheckpointFolder, *args: Any) -> None:
+        real(self, *args)
+        raise KeyboardInterrupt
+
+    with mock.patch.object(CheckpointFolder, "write", interrupted):
+        assert main(shortened(shlex.split(writers[0], comments=True)[1:], out)) == 130
+    assert not (out / "summary.json").exists()
 
 
 def test_readme_names_only_files_of_the_repository() -> None:

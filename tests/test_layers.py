@@ -13,8 +13,9 @@ import each other; the engine imports neither the case studies nor anything that
     checks          plugins, resources
     folders         destination
     results         results
+    checkpoints     checkpoints
     runs            experiment
-    studies         matrix
+    studies         matrix, resume
     benchmark       bench
     command line    cli
     entry points    __main__, byzmtl (the package: its Python API)
@@ -50,8 +51,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("checks", ("plugins", "resources")),
     ("folders", ("destination",)),
     ("results", ("results",)),
+    ("checkpoints", ("checkpoints",)),
     ("runs", ("experiment",)),
-    ("studies", ("matrix",)),
+    ("studies", ("matrix", "resume")),
     ("benchmark", ("bench",)),
     ("command line", ("cli",)),
     ("entry points", ("__main__", "byzmtl")),

@@ -117,6 +117,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             out[flag] = getattr(args, flag)
     if getattr(args, "attack", None) is not None:
         out["attack"] = args.attack
+    if getattr(args, "checkpoint_every", None) is not None:
+        out["checkpoint_every"] = args.checkpoint_every
     if getattr(args, "rules", None) is not None:
         out["rules"] = RULES.names() if args.rules == ["all"] else args.rules
     task = {
@@ -165,7 +167,10 @@ def command_run(args: argparse.Namespace) -> int:
     from byzmtl.destination import claim, claim_new
     from byzmtl.experiment import prepare, run
     from byzmtl.results import RUN, check_destination, write_into
+    from byzmtl.resume import command_resume, start
 
+    if args.resume is not None:
+        return command_resume(args, load_plugins, summary_table)
     config = parse(load_config(args, args.case))
     if args.out is not None:
         check_destination(args.out, args.overwrite)  # before anything is built or written
@@ -176,7 +181,8 @@ def command_run(args: argparse.Namespace) -> int:
         else claim_new(_default_out(config.case), RUN)
     )
     with destination:  # held from before the computation: a second writer fails at once
-        result = run(experiment, progress=not args.no_progress)
+        checkpoints = start(destination, experiment.config, args.quiet)
+        result = run(experiment, progress=not args.no_progress, checkpoints=checkpoints)
         write_into(result, destination)
     if not args.quiet:
         print(summary_table(result.summary))
@@ -318,6 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="results folder (default runs/<case>-<time>)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     run.add_argument("--quiet", action="store_true", help="print nothing on success")
+    run.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="K",
+        help="checkpoint into the results folder every K rounds (epochs in learning cases)",
+    )
+    run.add_argument(
+        "--resume", type=Path, metavar="DIR", help="continue the interrupted run in DIR"
+    )
     run.set_defaults(handler=command_run)
 
     listing = commands.add_parser("list", help="list case studies, rules and attacks")
@@ -396,8 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, RegistryError, CommandError, DatasetError) as error:
         print(f"byzmtl: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("byzmtl: interrupted; nothing was written", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        reason = interrupt.args[0] if interrupt.args else "nothing was written"
+        print(f"byzmtl: interrupted; {reason}", file=sys.stderr)
         return 130
 
 

@@ -103,6 +103,13 @@ class RunConfig(BaseModel):
         description="torch's deterministic algorithms for the run: bit-identical repeats on "
         "CUDA too, at some cost in speed (byzmtl.determinism)",
     )
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        description="byzmtl run: write a checkpoint into the results folder every this many "
+        "rounds (target localization) or epochs (learning case studies), to continue an "
+        "interrupted run with byzmtl run --resume DIR (default: none)",
+    )
     graph: GraphSettings | None = None
     task: dict[str, Any] = Field(default_factory=dict)
 

@@ -29,6 +29,7 @@ import torch
 from byzmtl import graph as graphs
 from byzmtl import resources, rng
 from byzmtl.attacks import ATTACKS, Attack, AttackAssumptionError
+from byzmtl.checkpoints import CheckpointFolder, Snapshot
 from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
 from byzmtl.determinism import deterministic_algorithms, use_deterministic_cublas
 from byzmtl.engine import AttackOutputError, RoundOutput, SimState, Simulation
@@ -421,11 +422,21 @@ def _summary(
     }
 
 
+def checkpoint_period(config: RunConfig, case: CaseStudy) -> int | None:
+    """Rounds between checkpoints: ``checkpoint_every`` rounds, or epochs of
+    ``rounds_per_epoch`` rounds in the learning case studies; None without checkpoints."""
+    if config.checkpoint_every is None:
+        return None
+    return config.checkpoint_every * int(getattr(case, "rounds_per_epoch", 1))
+
+
 def run(
     config: RunConfig | Mapping[str, Any] | Experiment,
     progress: bool = False,
     on_round: Callable[[SimState, RoundOutput], None] | None = None,
     graph: nx.Graph | None = None,
+    checkpoints: CheckpointFolder | None = None,
+    resume: Snapshot | None = None,
 ) -> Result:
     """Run every rule of ``config`` on the same network and data; return the :class:`Result`.
 
@@ -433,6 +444,12 @@ def run(
     ``graph``: a networkx graph of the agents, as for :func:`prepare`.
     ``progress`` shows a progress bar (after the first second); ``on_round`` is called after
     every round with the new state and the round's output.
+
+    ``checkpoints``: where a run with ``checkpoint_every`` writes its checkpoints (see
+    :mod:`byzmtl.checkpoints`; ``byzmtl run`` gives its results folder's); ``resume``: a
+    snapshot read from such a folder, to continue from. The continued run's tables and summary
+    are the uninterrupted run's, bit for bit, except the timings (``wall_seconds`` and
+    ``compute_seconds``: the sessions' times up to the snapshot plus this session's).
     """
     from tqdm.auto import tqdm
 
@@ -440,6 +457,12 @@ def run(
     experiment = config if isinstance(config, Experiment) else prepare(config, graph)
     started -= experiment.setup_seconds if isinstance(config, Experiment) else 0.0
     case, simulation = experiment.case, experiment.simulation
+    period = checkpoint_period(experiment.config, case)
+    if period is not None and checkpoints is None:
+        raise ConfigError(
+            "checkpoint_every: checkpoints are written into a results folder: "
+            "byzmtl run --out DIR (or run(..., checkpoints=CheckpointFolder(...)))"
+        )
     times = case.time_values()
     window = max(1, round(case.final_fraction * len(times)))
     recorder = Recorder(
@@ -465,8 +488,22 @@ def run(
         time_unit=case.time_unit,
         record_times=times,
     )
+    earlier = {"wall": 0.0, "compute": 0.0}
+    if resume is not None:
+        if not 0 <= resume.state.iteration <= case.n_rounds:
+            raise ConfigError(
+                f"checkpoint: round {resume.state.iteration} is not a round of this run "
+                f"(0 to {case.n_rounds})"
+            )
+        recorder.load_state_dict(resume.recorder)
+        diagnostics.load_state_dict(resume.diagnostics)
+        earlier = resume.seconds
+        started -= earlier["wall"]
+    config_text = experiment.config.to_toml()
+    saving = 0.0  # seconds this session spent writing checkpoints (not compute)
     bar = tqdm(
         total=case.n_rounds,
+        initial=0 if resume is None else resume.state.iteration,
         disable=not progress,
         delay=1.0,
         unit="round",
@@ -475,21 +512,36 @@ def run(
     )
 
     def record(state: SimState, output: RoundOutput) -> None:
+        nonlocal saving
         if output.metrics is not None:
             recorder.add(output.metrics)
         diagnostics.add(state.iteration - 1, output.weights, output.metrics)
         bar.update()
         if on_round is not None:
             on_round(state, output)
+        if period is not None and state.iteration % period == 0 and state.iteration < case.n_rounds:
+            assert checkpoints is not None
+            now = time.perf_counter()
+            seconds = {
+                "wall": now - started,
+                "compute": earlier["compute"] + now - computing - saving,
+            }
+            snapshot = Snapshot(state, recorder.state_dict(), diagnostics.state_dict(), seconds)
+            checkpoints.write(snapshot, case.n_rounds, config_text)
+            saving += time.perf_counter() - now
 
     computing = time.perf_counter()
     with deterministic_algorithms(experiment.config.deterministic):  # the tables reduce too
-        with bar:
-            try:
-                state = simulation.run(on_round=record)
-            except AttackOutputError as error:  # a plug-in's bug: one line naming the attack
-                raise ConfigError(f"attack: {error}") from error
-        compute = time.perf_counter() - computing
+        try:
+            with bar:
+                state = simulation.run(None if resume is None else resume.state, on_round=record)
+        except AttackOutputError as error:  # a plug-in's bug: one line naming the attack
+            raise ConfigError(f"attack: {error}") from error
+        except KeyboardInterrupt:
+            if checkpoints is None:
+                raise
+            raise KeyboardInterrupt(checkpoints.resume_hint()) from None
+        compute = earlier["compute"] + time.perf_counter() - computing - saving
         metrics = recorder.table(case.time_unit, times)
         table = diagnostics.table()
     wall = time.perf_counter() - started

@@ -117,6 +117,11 @@ def plan(
     folder."""
     if "case" not in base:
         raise ConfigError("case: name a case study")
+    if base.get("checkpoint_every") is not None:
+        raise ConfigError(
+            "checkpoint_every: a matrix resumes cell by cell (run it again); checkpoints within "
+            "a run are for byzmtl run"
+        )
     check(out, overwrite, MATRIX)
     case = CASES.get(str(base["case"])).name
     if not seeds:

@@ -27,6 +27,13 @@ def percentile_name(p: float) -> str:
 _BUFFER_VALUES = 1 << 22
 
 
+def _layout(
+    metrics: Sequence[str], rules: Sequence[str], subsets: Sequence[str]
+) -> dict[str, list[str]]:
+    """What a recorder's saved state must match to be continued."""
+    return {"metrics": list(metrics), "rules": list(rules), "subsets": list(subsets)}
+
+
 class Recorder:
     """Collects (R, N) per-agent metrics each recorded round; reduces them over the normal agents
     of every subset ("all" and each task group that has normal agents) to their mean, min, max
@@ -95,6 +102,34 @@ class Recorder:
     @property
     def n_records(self) -> int:
         return self._count
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything recorded so far, exactly as held (buffered rounds unreduced, so that a
+        recorder restored by :meth:`load_state_dict` reduces the same blocks as one that never
+        stopped), as tensors, lists and numbers (for ``torch.save``, ``weights_only`` loading)."""
+        return {
+            "layout": _layout(self.metric_names, self.rule_names, self.subset_names),
+            "statistics": list(self.statistics),
+            "count": self._count,
+            "buffer": list(self._buffer),
+            "blocks": [
+                {n: torch.from_numpy(b[n]) for n in self.metric_names} for b in self._blocks
+            ],
+            "final_sums": dict(self._final_sums),
+            "final_records": self._final_records,
+        }
+
+    def load_state_dict(self, record: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` of a recorder built the same way (ValueError if its
+        metrics, rules, subsets or statistics differ)."""
+        layout = _layout(self.metric_names, self.rule_names, self.subset_names)
+        if record["layout"] != layout or record["statistics"] != list(self.statistics):
+            raise ValueError("the recorded metrics belong to another run (metrics, rules, groups)")
+        self._count = int(record["count"])
+        self._buffer = list(record["buffer"])
+        self._blocks = [{n: b[n].numpy() for n in self.metric_names} for b in record["blocks"]]
+        self._final_sums = dict(record["final_sums"])
+        self._final_records = int(record["final_records"])
 
     def worst(self) -> dict[str, np.ndarray] | None:
         """name -> (rules, subsets): the final-window mean of the worst normal agent of each
@@ -258,6 +293,32 @@ class Diagnostics:
         totals = weights.new_zeros((*weights.shape[:2], self._n_agents))
         totals.index_add_(2, receivers, weights.index_select(2, edges))
         return totals.index_select(2, self._normal)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything recorded so far, exactly as held (buffered rounds unreduced, the regret
+        carried so far), as tensors, lists and numbers; see :meth:`load_state_dict`."""
+        return {
+            "layout": _layout((), self.rule_names, ()),
+            "edges": self._n_edges,
+            "weights": [list(weights) for weights in self._weights],
+            "recorded": list(self._recorded),
+            "losses": [[r, loss] for r, loss in self._losses],
+            "rounds": [torch.from_numpy(block) for block in self._rounds],
+            "records": [[torch.from_numpy(r), torch.from_numpy(v)] for r, v in self._records],
+            "regret": self._regret,
+        }
+
+    def load_state_dict(self, record: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` of diagnostics built the same way (ValueError if
+        the rules or the number of edges differ)."""
+        if record["layout"] != _layout((), self.rule_names, ()) or record["edges"] != self._n_edges:
+            raise ValueError("the recorded diagnostics belong to another run (rules, edges)")
+        self._weights = [list(weights) for weights in record["weights"]]
+        self._recorded = [int(r) for r in record["recorded"]]
+        self._losses = [(int(r), loss) for r, loss in record["losses"]]
+        self._rounds = [block.numpy() for block in record["rounds"]]
+        self._records = [(r.numpy(), v.numpy()) for r, v in record["records"]]
+        self._regret = record["regret"]
 
     def table(self) -> pd.DataFrame:
         """Long table: one row per (rule, round) with the round (from 1; see the class docstring

@@ -22,6 +22,10 @@ Guarantees (the mechanism is :mod:`byzmtl.destination`):
   by byzmtl), and only once the new run is complete: the two folders are exchanged atomically
   (Linux), then the old one is deleted. Elsewhere two renames leave a short window without the
   folder; a writer killed in it leaves the old run beside it, which the next claim puts back.
+- A run with checkpoints (``checkpoint_every``) is a folder from its start: config.toml and
+  ``checkpoint/`` (:mod:`byzmtl.checkpoints`), no summary.json until the finished run replaces
+  the folder in one step (the checkpoint goes with it). Such an interrupted run is continued by
+  ``byzmtl run --resume``; writing another run there needs ``overwrite``.
 - A killed writer leaves no stuck lock; its staging folder is removed by the next claim of the
   same destination (or by any default-named run in the same folder).
 """
@@ -30,13 +34,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from byzmtl.destination import Destination, Kind, check, claim
+from byzmtl.destination import Destination, DestinationError, Kind, check, claim
 
 if TYPE_CHECKING:
     from byzmtl.experiment import Result
@@ -58,12 +63,32 @@ def is_run_folder(folder: Path) -> bool:
     return written and (folder / "config.toml").is_file()
 
 
-RUN = Kind("a run", is_run_folder)
+CHECKPOINT_FOLDER = "checkpoint"
+
+
+def is_interrupted_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a run interrupted before its end (see :mod:`byzmtl.checkpoints`):
+    a config.toml and a checkpoint folder (with or without a checkpoint in it yet), and no
+    summary.json."""
+    return (
+        (folder / CHECKPOINT_FOLDER).is_dir()
+        and (folder / "config.toml").is_file()
+        and not os.path.lexists(folder / "summary.json")
+    )
+
+
+RUN = Kind("a run", lambda folder: is_run_folder(folder) or is_interrupted_run(folder))
+INTERRUPTED = Kind("an interrupted run", is_interrupted_run, resumable=True)
 
 
 def check_destination(out: Path, overwrite: bool) -> None:
     """Refuse at once, writing nothing, a destination a run cannot be written to (see
-    :func:`byzmtl.destination.check`)."""
+    :func:`byzmtl.destination.check`); an interrupted run only with ``overwrite``."""
+    if not overwrite and is_interrupted_run(Path(out)):
+        raise DestinationError(
+            f"out: {out} holds an interrupted run: continue it with byzmtl run --resume {out}, "
+            "or replace it with --overwrite"
+        )
     check(out, overwrite, RUN)
 
 

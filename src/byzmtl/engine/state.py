@@ -24,23 +24,28 @@ class SimState:
     # (R, 2) long: normal agents' rejected local steps and rejected combinations so far
     contained: Tensor | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The state as plain tensors, lists and numbers (what ``torch.save`` with
+        ``weights_only`` loading accepts); :meth:`from_dict` inverts it."""
+        return {**self.__dict__, "rule_states": [state.as_dict() for state in self.rule_states]}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> SimState:
+        """The state :meth:`as_dict` described."""
+        rule_states = [RuleState.from_dict(s) for s in record["rule_states"]]
+        return cls(**{**record, "rule_states": rule_states})
+
     def save(self, path: str | Path) -> None:
         """Checkpoint the state (written to a temporary file, then renamed)."""
         path = Path(path)
         temporary = path.with_name(f".{path.name}.tmp")
-        record: dict[str, Any] = {
-            **self.__dict__,
-            "rule_states": [state.as_dict() for state in self.rule_states],
-        }
-        torch.save(record, temporary)
+        torch.save(self.as_dict(), temporary)
         os.replace(temporary, path)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> SimState:
         """A state saved by :meth:`save`; continuing from it reproduces the uninterrupted run."""
-        record = torch.load(path, map_location=device, weights_only=True)
-        record["rule_states"] = [RuleState.from_dict(s) for s in record["rule_states"]]
-        return cls(**record)
+        return cls.from_dict(torch.load(path, map_location=device, weights_only=True))
 
 
 @dataclass(frozen=True, eq=False)

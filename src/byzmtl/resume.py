@@ -1,0 +1,196 @@
+"""Long runs from the command line: a checkpointed run's folder, and ``byzmtl run --resume DIR``.
+
+    byzmtl run target-localization --iterations 2000 --checkpoint-every 100 --out runs/long
+    byzmtl run --resume runs/long      # after a crash, a kill -9 or Ctrl-C
+
+:func:`start` makes a run with ``checkpoint_every`` an interrupted run from its first moment
+(its folder holds config.toml and an empty ``checkpoint/``, no summary.json), so that a run killed
+at any instant leaves a folder that says what it is. :func:`command_resume` continues such a run
+from its last checkpoint in the same folder, under its stored configuration, and ends with the
+tables, summary and figures of the uninterrupted run (timings aside: ``wall_seconds`` and
+``compute_seconds``). Only flags that cannot change a number may accompany ``--resume``:
+``--threads``, ``--plugin``, ``--no-progress`` and ``--quiet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from byzmtl.checkpoints import (
+    CONFIG,
+    CheckpointError,
+    CheckpointFolder,
+    sync_folder,
+    write_text_durably,
+)
+from byzmtl.config import RunConfig, parse, read_toml
+from byzmtl.destination import Destination, claim
+from byzmtl.results import (
+    CHECKPOINT_FOLDER,
+    INTERRUPTED,
+    is_interrupted_run,
+    is_run_folder,
+    write_into,
+)
+from byzmtl.tasks import CASES
+
+HARMLESS = frozenset({"threads", "plugin", "no_progress", "quiet"})
+_NOT_FLAGS = frozenset({"command", "handler", "resume"})
+
+
+def start(
+    destination: Destination, config: RunConfig, quiet: bool = False
+) -> CheckpointFolder | None:
+    """For a run with ``checkpoint_every`` (None without): put in place of the claimed
+    destination a folder holding the resolved ``config`` as config.toml and an empty
+    checkpoint folder, in one step (an interrupted run that an ``--overwrite`` replaces goes
+    with it); return its checkpoint folder. A finished run there is refused (its folder would
+    hold another run's checkpoints): one-line :class:`CheckpointError`, nothing written."""
+    if config.checkpoint_every is None:
+        return None
+    target = destination.target
+    if is_run_folder(target):
+        raise CheckpointError(
+            f"checkpoint_every: {destination.out} holds a finished run, and a run with "
+            "checkpoints writes them into its folder as it goes: delete it or choose another --out"
+        )
+    staging = destination.staging()
+    write_text_durably(staging / CONFIG, config.to_toml())
+    (staging / CHECKPOINT_FOLDER).mkdir()
+    destination.commit(staging)
+    sync_folder(target.parent)
+    if not quiet:
+        unit = CASES.get(config.case).time_unit  # iteration, or epoch
+        print(
+            f"byzmtl: a checkpoint every {config.checkpoint_every} {unit}(s) in "
+            f"{destination.out}/{CHECKPOINT_FOLDER}; if the run stops, continue it with: "
+            f"byzmtl run --resume {destination.out}",
+            file=sys.stderr,
+        )
+    return CheckpointFolder(target / CHECKPOINT_FOLDER, destination.out)
+
+
+def _refuse_flags(args: argparse.Namespace) -> None:
+    """Only flags that cannot change a result may accompany ``--resume``."""
+    for name, value in vars(args).items():
+        if name in HARMLESS or name in _NOT_FLAGS or value is None or value is False:
+            continue
+        if isinstance(value, list) and not value:
+            continue
+        flag = "case" if name == "case" else "--" + name.replace("_", "-")
+        raise CheckpointError(
+            f"resume: {flag} cannot be given with --resume; the run continues with the settings "
+            f"of {args.resume}/{CONFIG} (only --threads, --plugin, --no-progress, --quiet)"
+        )
+
+
+def check_resumable(run_dir: Path) -> None:
+    """One-line :class:`CheckpointError` unless ``run_dir`` holds an interrupted run with a
+    checkpoint."""
+    if not run_dir.is_dir():
+        raise CheckpointError(f"resume: {run_dir} is not a folder")
+    if is_run_folder(run_dir):
+        raise CheckpointError(f"resume: {run_dir} holds a finished run; there is nothing to resume")
+    if not is_interrupted_run(run_dir):
+        raise CheckpointError(
+            f"resume: {run_dir} holds no run with checkpoints "
+            f"(no {CONFIG} beside a {CHECKPOINT_FOLDER}/ folder)"
+        )
+    if CheckpointFolder(run_dir / CHECKPOINT_FOLDER).manifest() is None:
+        raise CheckpointError(
+            f"resume: {run_dir} holds no checkpoint: the run stopped before its first one; "
+            f"start it again with byzmtl run --config {run_dir}/{CONFIG} --out {run_dir} "
+            "--overwrite"
+        )
+
+
+def _relative_paths(value: Any, name: str, base: str) -> list[tuple[str, str]]:
+    """(setting, value) of every string setting under ``value`` that names a file or folder
+    relative to ``base``."""
+    if isinstance(value, dict):
+        return [
+            found
+            for key, item in value.items()
+            for found in _relative_paths(item, f"{name}.{key}".lstrip("."), base)
+        ]
+    if isinstance(value, str) and value and not os.path.isabs(value):
+        return [(name, value)] if os.path.exists(os.path.join(base, value)) else []
+    return []
+
+
+def _check_working_folder(config: dict[str, Any], manifest: dict[str, Any] | None) -> None:
+    """A run whose settings name relative paths (data folders, graph files) continues only from
+    the folder it started in: elsewhere they could name other data."""
+    started = None if manifest is None else manifest.get("cwd")
+    if not isinstance(started, str) or os.path.realpath(started) == os.path.realpath("."):
+        return
+    settings = {"task": config.get("task", {}), "graph": config.get("graph", {})}
+    relative = _relative_paths(settings, "", started)
+    if relative:
+        setting, value = relative[0]
+        raise CheckpointError(
+            f"resume: {setting} = {value!r} is relative to {started}, where the run started; "
+            "resume it from there"
+        )
+
+
+def _use_threads(given: int | None, manifest: dict[str, Any] | None) -> None:
+    """torch's CPU threads for the resumed run: ``given``, else the checkpointed run's. CPU
+    reductions are split by thread count, so another count may change the last bits of what
+    follows (said on stderr)."""
+    import torch
+
+    stored = None if manifest is None else manifest.get("threads")
+    threads = given if given is not None else stored
+    if threads is None:
+        return
+    torch.set_num_threads(int(threads))
+    if stored is not None and int(threads) != int(stored):
+        print(
+            f"byzmtl: warning: the run was checkpointed with {stored} threads, it continues with "
+            f"{threads}: its numbers may differ from the uninterrupted run's in the last bits",
+            file=sys.stderr,
+        )
+
+
+def command_resume(
+    args: argparse.Namespace,
+    load_plugins: Callable[[Sequence[Path]], None],
+    summary_table: Callable[[dict[str, Any]], str],
+) -> int:
+    """``byzmtl run --resume DIR``: continue the interrupted run in DIR to its end (with the
+    command line's ``load_plugins`` and ``summary_table``)."""
+    from byzmtl.experiment import prepare, run
+
+    run_dir: Path = args.resume
+    _refuse_flags(args)
+    load_plugins(args.plugin)
+    if args.threads is not None and args.threads < 1:
+        raise CheckpointError(f"threads: must be at least 1, got {args.threads}")
+    check_resumable(run_dir)
+    manifest = CheckpointFolder(run_dir / CHECKPOINT_FOLDER).manifest()
+    _check_working_folder(read_toml(run_dir / CONFIG), manifest)
+    _use_threads(args.threads, manifest)
+    with claim(run_dir, False, INTERRUPTED) as destination:  # a live writer: refused at once
+        check_resumable(run_dir)  # again: it may have finished before the claim
+        text = (destination.target / CONFIG).read_text()
+        experiment = prepare(parse(read_toml(destination.target / CONFIG)))
+        if experiment.config.to_toml() != text:
+            raise CheckpointError(
+                f"resume: {run_dir}/{CONFIG} does not resolve to itself; it was not written by "
+                "this byzmtl"
+            )
+        folder = CheckpointFolder(destination.target / CHECKPOINT_FOLDER, destination.out)
+        snapshot = folder.read(text, experiment.simulation.device)
+        folder.remove_unnamed(folder.manifest())  # a checkpoint killed before its manifest
+        result = run(experiment, progress=not args.no_progress, checkpoints=folder, resume=snapshot)
+        write_into(result, destination)
+    if not args.quiet:
+        print(summary_table(result.summary))
+        print(f"results: {destination.out}")
+    return 0
