@@ -15,6 +15,7 @@ import each other; the engine imports neither the case studies nor anything that
     runs            experiment
     studies         matrix
     benchmark       bench
+    processes       distributed
     command line    cli
     entry points    __main__, byzmtl (the package: its Python API)
 
@@ -51,6 +52,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("runs", ("experiment",)),
     ("studies", ("matrix",)),
     ("benchmark", ("bench",)),
+    ("processes", ("distributed",)),
     ("command line", ("cli",)),
     ("entry points", ("__main__", "byzmtl")),
 )

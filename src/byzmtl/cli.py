@@ -130,6 +130,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["graph"] = {"kind": args.graph}
     if args.attack_param:
         out["attack_params"] = dotted(args.attack_param)
+    if getattr(args, "procs", None) is not None:  # run only
+        out["procs"] = args.procs
     return merge(out, dotted(args.set))
 
 
@@ -168,11 +170,14 @@ def _default_out(case: str) -> Path:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from byzmtl import distributed
     from byzmtl.destination import claim, claim_new
     from byzmtl.experiment import prepare, run
     from byzmtl.results import RUN, check_destination, write_into
 
     config = parse(load_config(args, args.case))
+    if config.procs > 1 or distributed.environment() is not None:
+        return distributed.command_run(args, config, _default_out, summary_table)
     if args.out is not None:
         check_destination(args.out, args.overwrite)  # before anything is built or written
     experiment = prepare(config)  # everything (data files included) is checked before running
@@ -324,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="results folder (default runs/<case>-<time>)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     run.add_argument("--quiet", action="store_true", help="print nothing on success")
+    run.add_argument(
+        "--procs",
+        type=int,
+        metavar="P",
+        help="run on P local processes, results identical to one (see README, More than one "
+        "process); under torchrun the processes are torchrun's",
+    )
     run.set_defaults(handler=command_run)
 
     listing = commands.add_parser("list", help="list case studies, rules and attacks")
@@ -394,7 +406,9 @@ def _show_figure_warnings() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # what --procs runs in every process
     try:
         with warnings.catch_warnings():
             _show_figure_warnings()

@@ -100,6 +100,18 @@ class RunConfig(BaseModel):
         description="torch's deterministic algorithms for the run: bit-identical repeats on "
         "CUDA too, at some cost in speed (byzmtl.determinism)",
     )
+    procs: int = Field(
+        1,
+        ge=1,
+        description="processes the run is split over (byzmtl run --procs, or torchrun's); "
+        "the results are those of one process",
+    )
+    shard_edges: int | None = Field(
+        None,
+        ge=1,
+        description="edges x rules weighed and combined at once (None: the engine's default, "
+        "byzmtl.engine.SHARD_EDGES); the shards are also what processes share out",
+    )
     graph: GraphSettings | None = None
     task: dict[str, Any] = Field(default_factory=dict)
 

@@ -29,6 +29,7 @@ from byzmtl.attacks import ATTACKS, Attack, AttackAssumptionError
 from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
 from byzmtl.determinism import deterministic_algorithms, use_deterministic_cublas
 from byzmtl.engine import RoundOutput, SimState, Simulation
+from byzmtl.engine.ranks import Ranks
 from byzmtl.recording import Diagnostics, Recorder
 from byzmtl.registry import RegistryError
 from byzmtl.rules import NO_COOPERATION, RULES, Rule, RuleAssumptionError
@@ -186,16 +187,38 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
         attack = ATTACKS.create(str(config.attack), config.attack_params)
     except RegistryError as error:
         raise ConfigError(f"attack_params: {error}") from None
+    sharding = {} if config.shard_edges is None else {"shard_edges": config.shard_edges}
     try:
         simulation = Simulation(
-            case, built, rules, attack, byzantine, config.seed, case.keys, dtype, device
+            case, built, rules, attack, byzantine, config.seed, case.keys, dtype, device, **sharding
         )
     except RuleAssumptionError as error:
         raise ConfigError(f"rules: {error}") from None
     except AttackAssumptionError as error:
         raise ConfigError(f"attack: {error}") from None
+    simulation.ranks = _ranks(config.procs)  # procs > 1: shards split over the group's ranks
     setup = time.perf_counter() - started
     return Experiment(config, case, built, byzantine, rules, attack, simulation, setup)
+
+
+def _ranks(procs: int) -> Ranks | None:
+    """The ranks a run of ``procs`` processes splits its shards over (None for one process);
+    ConfigError naming ``procs`` unless this process is in a torch.distributed group of that
+    size (``byzmtl run --procs``, torchrun: see byzmtl.distributed)."""
+    if procs == 1:
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ConfigError(
+            f"procs: {procs} processes need a torch.distributed group: run "
+            f"`byzmtl run --procs {procs}` or start the processes with torchrun"
+        )
+    if dist.get_world_size() != procs:
+        raise ConfigError(
+            f"procs: {procs} processes asked, but the process group has {dist.get_world_size()}"
+        )
+    return Ranks.current()
 
 
 def _check_representable(config: RunConfig, dtype: torch.dtype) -> None:
