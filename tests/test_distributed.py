@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 BATCH = HERE / "distributed_batch.py"
 TABLES = ("metrics.csv", "diagnostics.csv")
 TIMINGS = ("wall_seconds", "compute_seconds")
-AGENTS, ROUNDS = 40, 12
+AGENTS, ROUNDS = 40, 6
 SHARD_EDGES_PER_RULE = 90  # about 400 edges: five shards
 
 
@@ -58,7 +59,9 @@ def _attack_config(attack: str) -> dict[str, Any]:
 def _sample_configs() -> dict[str, dict[str, Any]]:
     digits = {
         "data_dir": str(HERE / "data" / "mnist"),
-        "train_per_agent": 64,
+        "mnist_agents": 3,
+        "synthetic_agents": 3,
+        "train_per_agent": 32,
         "test_per_agent": 16,
         "mnist_batch": 16,
         "synthetic_batch": 32,
@@ -102,7 +105,7 @@ def _same_files(folder: Path, reference: Path) -> None:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     """P -> a folder of every run of BATCHES[P] (P = 1: every run of every batch, here)."""
     root = tmp_path_factory.mktemp("distributed")
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(len(BATCHES)) as pool:
         patch.setenv("BYZMTL_CACHE", str(root / "digits-cache"))
         patch.setenv(distributed.TIMEOUT_VARIABLE, "120")
         launched = {}
@@ -110,22 +113,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
             spec = root / f"batch-{procs}.json"
             spec.write_text(json.dumps(batch))
             command = [sys.executable, str(BATCH), str(spec), str(root / f"p{procs}")]
-            launched[procs] = _background(command, procs)
+            launched[procs] = pool.submit(distributed.spawn, command, procs)
         everything = {name: c for batch in BATCHES.values() for name, c in batch.items()}
         for name, config in everything.items():
             _tables(run(config), root / "p1" / name)
-        for procs, process in launched.items():
-            assert process.wait(timeout=300) == 0, f"the group of {procs} failed"
+        for procs, status in launched.items():
+            assert status.result(timeout=300) == 0, f"the group of {procs} failed"
     return {procs: root / f"p{procs}" for procs in (1, *BATCHES)}
-
-
-def _background(command: list[str], procs: int) -> subprocess.Popen[bytes]:
-    """``distributed.spawn(command, procs)`` in a process of its own (not to wait for it)."""
-    code = (
-        "import sys; from byzmtl import distributed; "
-        f"sys.exit(distributed.spawn({command!r}, {procs}))"
-    )
-    return subprocess.Popen([sys.executable, "-c", code])
 
 
 @pytest.mark.parametrize("procs", sorted(BATCHES))
@@ -184,7 +178,8 @@ def _cli(tmp_path: Path, name: str, *extra: str) -> list[str]:
 def test_command_line_procs_and_two_torchrun_nodes_write_the_one_process_folder(
     tmp_path: Path,
 ) -> None:
-    assert main(_cli(tmp_path, "p1")) == 0
+    one = {**_attack_config("constant"), "rules": ["loss", "distance", "median", "none"]}
+    _tables(run({**one, "shard_edges": 360}), tmp_path / "p1")  # what _cli runs, in one process
     assert main(_cli(tmp_path, "p2", "--procs", "2")) == 0
     _same_files(tmp_path / "p2", tmp_path / "p1")
     port = distributed.free_port()
