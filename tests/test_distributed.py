@@ -229,8 +229,9 @@ class FailsOnRank1(Constant):
 
 @pytest.mark.parametrize("crash", [False, True])
 def test_a_failing_rank_stops_every_rank_with_one_line_and_writes_nothing(
-    tmp_path: Path, crash: bool, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, crash: bool, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(ATTACKS, "_classes", dict(ATTACKS._classes))  # the plugin's goes after
     plugin = tmp_path / "failing.py"
     name = "crash" if crash else "error"
     plugin.write_text(FAILING_ATTACK.replace("NAME", name))
