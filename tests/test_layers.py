@@ -17,6 +17,7 @@ import each other; the engine imports neither the case studies nor anything that
     runs            experiment
     studies         matrix, resume
     benchmark       bench
+    processes       distributed
     command line    cli
     entry points    __main__, byzmtl (the package: its Python API)
 
@@ -55,6 +56,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("runs", ("experiment",)),
     ("studies", ("matrix", "resume")),
     ("benchmark", ("bench",)),
+    ("processes", ("distributed",)),
     ("command line", ("cli",)),
     ("entry points", ("__main__", "byzmtl")),
 )

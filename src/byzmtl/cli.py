@@ -132,6 +132,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["graph"] = {"kind": args.graph}
     if args.attack_param:
         out["attack_params"] = dotted(args.attack_param)
+    if getattr(args, "procs", None) is not None:  # run only
+        out["procs"] = args.procs
     return merge(out, dotted(args.set))
 
 
@@ -164,6 +166,7 @@ def _default_out(case: str) -> Path:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from byzmtl import distributed
     from byzmtl.destination import claim, claim_new
     from byzmtl.experiment import prepare, run
     from byzmtl.results import RUN, check_destination, write_into
@@ -172,6 +175,8 @@ def command_run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         return command_resume(args, load_plugins, summary_table)
     config = parse(load_config(args, args.case))
+    if config.procs > 1 or distributed.environment() is not None:
+        return distributed.command_run(args, config, _default_out, summary_table)
     if args.out is not None:
         check_destination(args.out, args.overwrite)  # before anything is built or written
     experiment = prepare(config)  # everything (data files included) is checked before running
@@ -333,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume", type=Path, metavar="DIR", help="continue the interrupted run in DIR"
     )
+    run.add_argument(
+        "--procs",
+        type=int,
+        metavar="P",
+        help="run on P local processes, results identical to one (see README, More than one "
+        "process); under torchrun the processes are torchrun's",
+    )
     run.set_defaults(handler=command_run)
 
     listing = commands.add_parser("list", help="list case studies, rules and attacks")
@@ -403,7 +415,9 @@ def _show_figure_warnings() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # what --procs runs in every process
     try:
         with warnings.catch_warnings():
             _show_figure_warnings()

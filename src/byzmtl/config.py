@@ -110,6 +110,18 @@ class RunConfig(BaseModel):
         "rounds (target localization) or epochs (learning case studies), to continue an "
         "interrupted run with byzmtl run --resume DIR (default: none)",
     )
+    procs: int = Field(
+        1,
+        ge=1,
+        description="processes the run is split over (byzmtl run --procs, or torchrun's); "
+        "the results are those of one process",
+    )
+    shard_edges: int | None = Field(
+        None,
+        ge=1,
+        description="edges x rules weighed and combined at once (None: the engine's default, "
+        "byzmtl.engine.SHARD_EDGES); the shards are also what processes share out",
+    )
     graph: GraphSettings | None = None
     task: dict[str, Any] = Field(default_factory=dict)
 

@@ -33,6 +33,7 @@ from byzmtl.checkpoints import CheckpointFolder, Snapshot
 from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
 from byzmtl.determinism import deterministic_algorithms, use_deterministic_cublas
 from byzmtl.engine import AttackOutputError, RoundOutput, SimState, Simulation
+from byzmtl.engine.ranks import Ranks
 from byzmtl.recording import Diagnostics, Recorder
 from byzmtl.registry import RegistryError
 from byzmtl.rules import NO_COOPERATION, RULES, Rule, RuleAssumptionError
@@ -182,14 +183,16 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
     except graphs.GraphError as error:
         raise ConfigError(f"graph: {error}") from None
     byzantine = _byzantine(config, case)
+    sharding = {} if config.shard_edges is None else {"shard_edges": config.shard_edges}
     try:
         simulation = Simulation(
-            case, built, rules, attack, byzantine, config.seed, case.keys, dtype, device
+            case, built, rules, attack, byzantine, config.seed, case.keys, dtype, device, **sharding
         )
     except RuleAssumptionError as error:
         raise ConfigError(f"rules: {error}") from None
     except AttackAssumptionError as error:
         raise ConfigError(f"attack: {error}") from None
+    simulation.ranks = _ranks(config.procs)  # procs > 1: shards split over the group's ranks
     experiment = Experiment(config, case, built, byzantine, rules, attack, simulation)
     resources.check(size_of(experiment), _blamed(case_class))
     experiment.setup_seconds = time.perf_counter() - started
@@ -267,6 +270,26 @@ def size_of(experiment: Experiment) -> resources.Size:
         itemsize=torch.finfo(experiment.simulation.dtype).bits // 8,
         device=str(experiment.simulation.device),
     )
+
+
+def _ranks(procs: int) -> Ranks | None:
+    """The ranks a run of ``procs`` processes splits its shards over (None for one process);
+    ConfigError naming ``procs`` unless this process is in a torch.distributed group of that
+    size (``byzmtl run --procs``, torchrun: see byzmtl.distributed)."""
+    if procs == 1:
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ConfigError(
+            f"procs: {procs} processes need a torch.distributed group: run "
+            f"`byzmtl run --procs {procs}` or start the processes with torchrun"
+        )
+    if dist.get_world_size() != procs:
+        raise ConfigError(
+            f"procs: {procs} processes asked, but the process group has {dist.get_world_size()}"
+        )
+    return Ranks.current()
 
 
 def _check_representable(config: RunConfig, dtype: torch.dtype) -> None:

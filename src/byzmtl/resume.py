@@ -40,7 +40,7 @@ from byzmtl.results import (
 from byzmtl.tasks import CASES
 
 HARMLESS = frozenset({"threads", "plugin", "no_progress", "quiet"})
-_NOT_FLAGS = frozenset({"command", "handler", "resume"})
+_NOT_FLAGS = frozenset({"command", "handler", "resume", "argv"})  # argv: the command line itself
 
 
 def start(

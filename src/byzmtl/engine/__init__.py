@@ -6,7 +6,9 @@
 - :mod:`~byzmtl.engine.sending`: what receivers hear (the attack's messages);
 - :mod:`~byzmtl.engine.shards`, :mod:`~byzmtl.engine.messages`, :mod:`~byzmtl.engine.combine`:
   weighing and combining shard by shard, from the models heard;
-- :mod:`~byzmtl.engine.containment`: normal agents stay finite whatever they receive.
+- :mod:`~byzmtl.engine.containment`: normal agents stay finite whatever they receive;
+- :mod:`~byzmtl.engine.ranks`: the shards split over the processes of a torch.distributed group,
+  every round bit for bit the one-process round.
 """
 
 from byzmtl.engine.containment import keep_finite

@@ -39,6 +39,7 @@ from byzmtl.attacks.base import check_hooks as check_attack_hooks
 from byzmtl.engine.combine import Combiner
 from byzmtl.engine.containment import count_contained, keep_finite
 from byzmtl.engine.messages import MessageBuffers, ShardMessages
+from byzmtl.engine.ranks import Ranks
 from byzmtl.engine.sending import Heard, attack_inputs, send
 from byzmtl.engine.shards import SHARD_EDGES, Shard, make_shards
 from byzmtl.engine.state import RoundOutput, SimState
@@ -74,13 +75,26 @@ class Round:
     pair_losses: Tensor | None = None  # (R_scored, N, N) every model heard on every batch
 
 
+@dataclass(frozen=True, eq=False)
+class _Front:
+    """A round up to its join: the round, the task's new state, the rejected local steps, and
+    the weighed and combined shards (models, weights, rule states of each)."""
+
+    round_: Round
+    task_state: dict[str, Tensor]
+    failed_steps: Tensor | None
+    parts: list[tuple[Tensor, list[Tensor | None], list[RuleState]]]
+
+
 class Simulation:
     """A network of agents learning one task each, run under several rules at once.
 
     ``rules`` are independent replicas of the same network: they see the same data, the same
     attack randomness and the same Byzantine agents, and differ only in how they combine.
     Large networks are weighed and combined shard by shard (contiguous ranges of receivers of
-    at most ``shard_edges`` edges x replicas).
+    at most ``shard_edges`` edges x replicas). With ``ranks`` set, the shards are split over
+    the processes of a torch.distributed group (:mod:`byzmtl.engine.ranks`); the rounds are
+    bit for bit those of one process.
     """
 
     def __init__(
@@ -140,6 +154,7 @@ class Simulation:
         self._pair_scorer: SenderLosses | None = task if scores_pairs else None  # type: ignore[assignment]
         self.shards = make_shards(self.edges, self.attack_edges, max(1, shard_edges // len(rules)))
         self._buffers = MessageBuffers(self.shards)
+        self.ranks: Ranks | None = None  # set: weigh and combine split over processes
         self._combine = Combiner(self.rules, self.device)
         self._all_finite = {  # per shard size: one all-true (E_s,) mask per replica
             shard.n_edges: torch.ones(
@@ -165,6 +180,31 @@ class Simulation:
             return self._step(state)
 
     def _step(self, state: SimState) -> tuple[SimState, RoundOutput]:
+        every = range(len(self.shards))
+        if self.ranks is None:
+            front = self._front(state, every)
+            parts = front.parts
+        else:  # this rank's shards here, the others' from their ranks (byzmtl.engine.ranks)
+            front, parts = self.ranks.exchange(
+                lambda owned: self._front(state, owned),
+                lambda front: front.parts,
+                len(self.shards),
+                self.device,
+            )
+        round_, i = front.round_, state.iteration
+        new, weights, rule_states = self._joined(parts)
+        new, failed_combinations = keep_finite(new, round_.psi)
+        new = self._byzantine_models(new, round_)
+        contained = count_contained(
+            state.contained, self.normal, front.failed_steps, failed_combinations
+        )
+        # record
+        metrics = self.task.metrics(new, round_.batch, i)
+        next_state = SimState(i + 1, new, rule_states, front.task_state, contained)
+        return next_state, RoundOutput(metrics, weights)
+
+    def _front(self, state: SimState, shards: range) -> _Front:
+        """Adapt, send and score for every agent; weigh and combine the given shards."""
         i, previous = state.iteration, state.models
         batch = self.task.batch(i)
         # adapt: every agent's local step (rejected where it is not finite)
@@ -175,15 +215,8 @@ class Simulation:
         # score: on dense graphs, every model heard on every agent's batch at once
         round_ = self._score(round_)
         # weigh and combine, shard by shard
-        parts = [self._weigh_and_combine(shard, round_, state.rule_states) for shard in self.shards]
-        new, weights, rule_states = self._joined(parts)
-        new, failed_combinations = keep_finite(new, psi)
-        new = self._byzantine_models(new, round_)
-        contained = count_contained(state.contained, self.normal, failed_steps, failed_combinations)
-        # record
-        metrics = self.task.metrics(new, batch, i)
-        next_state = SimState(i + 1, new, rule_states, task_state, contained)
-        return next_state, RoundOutput(metrics, weights)
+        parts = [self._weigh_and_combine(self.shards[s], round_, state.rule_states) for s in shards]
+        return _Front(round_, task_state, failed_steps, parts)
 
     def _adapt(
         self, previous: Tensor, batch: Any, task_state: dict[str, Tensor], i: int

@@ -1,0 +1,169 @@
+"""Ranks: one simulation run by P processes (a torch.distributed group), bit-identical to one.
+
+Stage 1 of the distributed engine. Every rank holds the whole state and computes the round's
+replicated steps itself (adapt, send and the all-pairs scores are deterministic functions of the
+state and of the seed-keyed random streams, so every rank gets the same psi and the same attack
+messages). Only weigh and combine are split: the engine's shards (:mod:`byzmtl.engine.shards`,
+contiguous ranges of receivers) are cut into P contiguous ranges of shards,
+
+    rank r owns shards [floor(r S / P), floor((r + 1) S / P))    (S shards, P ranks),
+
+and rank r weighs and combines its shards only. The shard list is the one-process run's (its
+boundaries depend on ``shard_edges`` and the graph, never on P), so every kernel runs on exactly
+the inputs it has with P = 1, and the joined round is bit for bit the one-process round.
+
+Exchanged per round (one ``all_gather_object``, in rank order): each rank's shard results,
+i.e. for each of its shards the new models of its receivers (R, N_s, d), every rule's edge
+weights (E_s,) and every rule's new state (per-edge and per-receiver tensors); about
+8 (R N d + 2 R E) bytes per round in all at float64, whatever P. Every rank then joins the S
+parts in shard order, exactly as the one-process engine does, and carries on with the whole
+state: metrics, diagnostics and summaries are computed from the same tensors on every rank.
+
+With a single shard (a small network under the default ``shard_edges``) rank 0 does all the
+weighing and the other ranks wait for it.
+
+Failure is agreed: a rank whose round raises sends its exception instead of its parts (in the
+same gather), and every rank raises (:class:`AgreedFailure`, carrying the first failing rank's
+error; rank 0 raises its own exception where it failed itself), so no rank waits for a peer
+that has given up. The process group's timeout
+ends a wait for a peer that died without a word.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+from byzmtl.rules.base import RuleState
+
+Part = tuple[Tensor, list[Tensor | None], list[RuleState]]  # one shard's models, weights, states
+T = TypeVar("T")
+
+
+class PeerLost(RuntimeError):
+    """An exchange failed: a peer stopped, or did not answer within the group's timeout."""
+
+
+class AgreedFailure(Exception):
+    """Raised on a rank whose peer failed: ``error`` is the peer's exception, ``rank`` its rank
+    (the lowest rank that failed)."""
+
+    def __init__(self, rank: int, error: BaseException) -> None:
+        super().__init__(f"rank {rank}: {error}")
+        self.rank, self.error = rank, error
+
+
+def owned_range(n_shards: int, rank: int, world: int) -> range:
+    """The shards rank ``rank`` of ``world`` weighs and combines: a contiguous range, the
+    ranges of ranks 0..world-1 covering 0..n_shards-1 in order."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in [0, {world})")
+    return range(rank * n_shards // world, (rank + 1) * n_shards // world)
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error`` if it survives pickling, else a RuntimeError with its message."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+def _compact(value: Any) -> Any:
+    """A copy of a part's tensors on the CPU, each holding only its own elements (a view would
+    send its whole storage)."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, RuleState):
+        return RuleState(_compact(value.edges), _compact(value.agents))
+    if isinstance(value, dict):
+        return {key: _compact(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_compact(item) for item in value)
+    return value
+
+
+def _placed(value: Any, device: torch.device) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, RuleState):
+        return RuleState(_placed(value.edges, device), _placed(value.agents, device))
+    if isinstance(value, dict):
+        return {key: _placed(item, device) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_placed(item, device) for item in value)
+    return value
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a group of ``world`` processes running one simulation."""
+
+    rank: int
+    world: int
+
+    @classmethod
+    def current(cls) -> Ranks:
+        """The default torch.distributed process group (which must be initialised)."""
+        import torch.distributed as dist
+
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    def agree(self, compute: Callable[[], T]) -> T:
+        """``compute()`` on every rank; if it raised on any, every rank raises: rank 0 its own
+        exception if it failed, every other case :class:`AgreedFailure` with the first failing
+        rank's error (so rank 0 alone has an error to report). Collective: every rank of the
+        group must call it."""
+        return self._collect(compute, lambda value: None)[0]
+
+    def exchange(
+        self,
+        compute: Callable[[range], T],
+        parts_of: Callable[[T], list[Part]],
+        shards: int,
+        device: torch.device,
+    ) -> tuple[T, list[Part]]:
+        """One round's exchange: ``compute(owned)`` on this rank's shards, then the parts of all
+        ``shards`` in shard order (``parts_of`` the computed value on every rank, gathered in
+        rank order). Agreed: a failure on any rank raises on every rank."""
+        owned = owned_range(shards, self.rank, self.world)
+        value, shared = self._collect(lambda: compute(owned), lambda v: _compact(parts_of(v)))
+        parts = [part for rank_parts in shared for part in rank_parts]
+        if len(parts) != shards:  # pragma: no cover - the ranges cover the shards
+            raise RuntimeError(f"ranks returned {len(parts)} shard parts, expected {shards}")
+        return value, [_placed(part, device) for part in parts]
+
+    def gathered(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, in rank order (one ``all_gather_object``)."""
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        try:
+            dist.all_gather_object(out, value)
+        except (RuntimeError, OSError) as error:  # gloo and nccl report lost peers so
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise PeerLost(f"rank {self.rank} lost its peers ({first})") from error
+        return out
+
+    def _collect(self, compute: Callable[[], T], share: Callable[[T], Any]) -> tuple[T, list[Any]]:
+        """``compute()`` here and every rank's ``share`` of its value, in one gather that also
+        carries every rank's failure (see :meth:`agree`)."""
+        error: Exception | None = None
+        try:
+            value = compute()
+            payload: tuple[BaseException | None, Any] = (None, share(value))
+        except Exception as raised:
+            error, payload = raised, (_portable(raised), None)
+        gathered = self.gathered(payload)
+        if self.rank == 0 and error is not None:
+            raise error
+        for rank, (failure, _) in enumerate(gathered):
+            if failure is not None:
+                raise AgreedFailure(rank, failure) from error
+        return value, [shared for _, shared in gathered]

@@ -1,0 +1,40 @@
+"""One rank of a batch of runs in one process group (started by tests/test_distributed.py).
+
+    python tests/distributed_batch.py BATCH.json OUT   # with RANK, WORLD_SIZE, MASTER_* set
+
+``BATCH.json`` maps a name to a run configuration; every run is made with ``procs`` set to the
+group's size, and rank 0 writes its tables (config.toml, metrics.csv, diagnostics.csv,
+summary.json) to ``OUT/<name>``. One torch thread, as in the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from byzmtl import distributed
+from byzmtl.experiment import prepare, run
+from byzmtl.results import _write_tables
+
+
+def main(batch: Path, out: Path) -> None:
+    torch.set_num_threads(1)
+    place = distributed.environment()
+    assert place is not None, "start it with the group's variables set"
+    distributed.join(place, "cpu")
+    try:
+        for name, config in json.loads(batch.read_text()).items():
+            result = run(prepare({**config, "procs": place.world}))
+            if place.rank == 0:
+                folder = out / name
+                folder.mkdir(parents=True)
+                _write_tables(result, folder)
+    finally:
+        distributed.leave()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))

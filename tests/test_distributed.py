@@ -1,0 +1,260 @@
+"""A run on P processes gives the one-process run's results, bit for bit (byzmtl.engine.ranks).
+
+Every registered rule under every registered attack, on a small target-localization network cut
+into five shards, is run once in this process (P = 1) and once in a group of P = 2 and of P = 3
+processes (gloo on the CPU, one batch of runs per group); so are a single-shard network (P = 2:
+rank 1 owns no shard and waits) and the HAR and digits samples (P = 2). Their metrics.csv,
+diagnostics.csv and summary.json (timings left out) are byte for byte those of P = 1. The
+command line's ``--procs`` and a two-"node" torchrun over loopback give the same folder, and a
+rank's failure stops every rank with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from byzmtl import distributed
+from byzmtl.attacks import ATTACKS
+from byzmtl.cli import main
+from byzmtl.config import read_toml
+from byzmtl.engine.ranks import owned_range
+from byzmtl.experiment import prepare, run
+from byzmtl.results import _write_tables
+from byzmtl.rules import RULES
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+HERE = Path(__file__).resolve().parent
+BATCH = HERE / "distributed_batch.py"
+TABLES = ("metrics.csv", "diagnostics.csv")
+TIMINGS = ("wall_seconds", "compute_seconds")
+AGENTS, ROUNDS = 40, 6
+SHARD_EDGES_PER_RULE = 90  # about 400 edges: five shards
+
+
+def _attack_config(attack: str) -> dict[str, Any]:
+    rules = RULES.names()
+    return {
+        "case": "target-localization",
+        "attack": attack,
+        "attackers": 8,
+        "rules": rules,
+        "shard_edges": SHARD_EDGES_PER_RULE * len(rules),
+        "task": {"agents": AGENTS, "iterations": ROUNDS},
+    }
+
+
+def _sample_configs() -> dict[str, dict[str, Any]]:
+    digits = {
+        "data_dir": str(HERE / "data" / "mnist"),
+        "mnist_agents": 3,
+        "synthetic_agents": 3,
+        "train_per_agent": 32,
+        "test_per_agent": 16,
+        "mnist_batch": 16,
+        "synthetic_batch": 32,
+        "epochs": 1,
+    }
+    har = {"data_dir": str(HERE / "data" / "har-recreated" / "UCI HAR Dataset"), "epochs": 1}
+    return {
+        "one-shard": {**_attack_config("constant"), "shard_edges": None},
+        "har": {"case": "har", "attackers": 6, "shard_edges": 4 * 40, "task": har},
+        "digits": {"case": "digits", "attackers": 2, "shard_edges": 4 * 12, "task": digits},
+    }
+
+
+BATCHES = {  # P -> the runs made by a group of P processes
+    2: {**{a: _attack_config(a) for a in ATTACKS.names()}, **_sample_configs()},
+    3: {a: _attack_config(a) for a in ATTACKS.names()},
+}
+
+
+def _tables(result: Any, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    _write_tables(result, folder)
+    return folder
+
+
+def _same_files(folder: Path, reference: Path) -> None:
+    """Byte-identical tables; the same summary and configuration but for timings and procs."""
+    for name in TABLES:
+        assert (folder / name).read_bytes() == (reference / name).read_bytes(), name
+    summaries = [json.loads((f / "summary.json").read_text()) for f in (folder, reference)]
+    for summary in summaries:
+        for key in TIMINGS:
+            assert summary.pop(key) >= 0
+    assert summaries[0] == summaries[1]
+    configs = [read_toml(f / "config.toml") for f in (folder, reference)]
+    assert configs[0].pop("procs") > 1 and configs[1].pop("procs") == 1
+    assert configs[0] == configs[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """P -> a folder of every run of BATCHES[P] (P = 1: every run of every batch, here)."""
+    root = tmp_path_factory.mktemp("distributed")
+    with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(len(BATCHES)) as pool:
+        patch.setenv("BYZMTL_CACHE", str(root / "digits-cache"))
+        patch.setenv(distributed.TIMEOUT_VARIABLE, "120")
+        launched = {}
+        for procs, batch in BATCHES.items():  # the groups run while this process runs P = 1
+            spec = root / f"batch-{procs}.json"
+            spec.write_text(json.dumps(batch))
+            command = [sys.executable, str(BATCH), str(spec), str(root / f"p{procs}")]
+            launched[procs] = pool.submit(distributed.spawn, command, procs)
+        everything = {name: c for batch in BATCHES.values() for name, c in batch.items()}
+        for name, config in everything.items():
+            _tables(run(config), root / "p1" / name)
+        for procs, status in launched.items():
+            assert status.result(timeout=300) == 0, f"the group of {procs} failed"
+    return {procs: root / f"p{procs}" for procs in (1, *BATCHES)}
+
+
+@pytest.mark.parametrize("procs", sorted(BATCHES))
+@pytest.mark.parametrize("attack", ATTACKS.names())
+def test_every_attack_gives_the_one_process_results(
+    runs: dict[int, Path], attack: str, procs: int
+) -> None:
+    _same_files(runs[procs] / attack, runs[1] / attack)
+
+
+@pytest.mark.parametrize("rule", RULES.names())
+def test_every_rule_has_its_rows_and_they_match(runs: dict[int, Path], rule: str) -> None:
+    for procs in BATCHES:
+        for attack in ATTACKS.names():
+            tables = [pd.read_csv(runs[p] / attack / "metrics.csv") for p in (procs, 1)]
+            rows = [table[table["rule"] == rule] for table in tables]
+            assert len(rows[1]) == ROUNDS * rows[1]["group"].nunique() > 0
+            pd.testing.assert_frame_equal(rows[0], rows[1], check_exact=True)
+
+
+@pytest.mark.parametrize("name", sorted(_sample_configs()))
+def test_samples_and_a_single_shard_give_the_one_process_results(
+    runs: dict[int, Path], name: str
+) -> None:
+    _same_files(runs[2] / name, runs[1] / name)
+
+
+def test_the_attack_runs_have_five_shards_and_the_others_fewer() -> None:
+    shards = {
+        name: len(prepare(config).simulation.shards)
+        for name, config in {"loss": _attack_config("constant"), **_sample_configs()}.items()
+    }
+    assert shards["loss"] == 5 and shards["one-shard"] == 1
+    assert shards["har"] >= 2 and shards["digits"] >= 2, shards
+
+
+@given(st.integers(0, 200), st.integers(1, 9))
+def test_ranks_own_contiguous_ranges_that_cover_the_shards_in_order(
+    shards: int, world: int
+) -> None:
+    ranges = [owned_range(shards, rank, world) for rank in range(world)]
+    assert [s for owned in ranges for s in owned] == list(range(shards))
+    sizes = [len(owned) for owned in ranges]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def _cli(tmp_path: Path, name: str, *extra: str) -> list[str]:
+    return [
+        "run", "target-localization", "--agents", str(AGENTS), "--iterations", str(ROUNDS),
+        "--attackers", "8", "--rules", "loss,distance,median,none",
+        "--set", "shard_edges=360", "--out", str(tmp_path / name), "--quiet", "--no-progress",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_command_line_procs_and_two_torchrun_nodes_write_the_one_process_folder(
+    tmp_path: Path,
+) -> None:
+    one = {**_attack_config("constant"), "rules": ["loss", "distance", "median", "none"]}
+    _tables(run({**one, "shard_edges": 360}), tmp_path / "p1")  # what _cli runs, in one process
+    assert main(_cli(tmp_path, "p2", "--procs", "2")) == 0
+    _same_files(tmp_path / "p2", tmp_path / "p1")
+    port = distributed.free_port()
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun is not None
+    command = [
+        torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--master-addr", "127.0.0.1",
+        "--master-port", str(port), "-m", "byzmtl", *_cli(tmp_path, "torchrun"),
+    ]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            [command[0], "--node-rank", str(node), *command[1:]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for node in range(2)
+    ]
+    outputs = [node.communicate(timeout=180)[0].decode() for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    _same_files(tmp_path / "torchrun", tmp_path / "p1")
+
+
+FAILING_ATTACK = """
+import os
+from dataclasses import dataclass
+
+import torch.distributed as dist
+
+from byzmtl.attacks import ATTACKS
+from byzmtl.attacks.paper import Constant
+from byzmtl.config import ConfigError
+
+
+@ATTACKS.register("fails-on-rank-1-NAME")
+@dataclass
+class FailsOnRank1(Constant):
+    crash: bool = False
+
+    def messages(self, x):
+        if dist.is_initialized() and dist.get_rank() == 1 and x.iteration == 3:
+            if self.crash:
+                os._exit(3)
+            raise ConfigError("attack_params.crash: rank 1 refuses round 3")
+        return super().messages(x)
+"""
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_a_failing_rank_stops_every_rank_with_one_line_and_writes_nothing(
+    tmp_path: Path, crash: bool, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ATTACKS, "_classes", dict(ATTACKS._classes))  # the plugin's goes after
+    plugin = tmp_path / "failing.py"
+    name = "crash" if crash else "error"
+    plugin.write_text(FAILING_ATTACK.replace("NAME", name))
+    argv = _cli(tmp_path, "out", "--procs", "2", "--plugin", str(plugin))
+    argv += ["--attack", f"fails-on-rank-1-{name}", "--attack-param", f"crash={str(crash).lower()}"]
+    started = time.monotonic()
+    code = main(argv)
+    elapsed = time.monotonic() - started
+    errors = [line for line in capfd.readouterr().err.splitlines() if "error" in line]
+    assert elapsed < 60, "a rank waited for a peer that had stopped"
+    assert not (tmp_path / "out").exists()
+    if crash:
+        assert code != 0 and len(errors) <= 2, errors
+        assert any("rank 1" in line for line in errors), errors
+    else:  # the user's error, as one process reports it
+        assert code == 2
+        assert errors == ["byzmtl: error: attack_params.crash: rank 1 refuses round 3"]
+
+
+def test_procs_needs_a_group_and_agrees_with_its_size(tmp_path: Path) -> None:
+    from byzmtl.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^procs: 2 processes need a torch\.distributed group"):
+        prepare({**_attack_config("constant"), "procs": 2})
+    assert main([*_cli(tmp_path, "zero"), "--procs", "0"]) == 2
+    assert not (tmp_path / "zero").exists()
