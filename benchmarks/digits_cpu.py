@@ -291,9 +291,7 @@ def demo_run(mnist: str, seed: int, attacked: bool, threads: int) -> dict[str, A
         summary = json.loads((out / "summary.json").read_text())
     final = {
         group: {
-            rule: {
-                s: v["groups"][group]["final"]["accuracy"][s] for s in ("mean", "min", "max")
-            }
+            rule: {s: v["groups"][group]["final"]["accuracy"][s] for s in ("mean", "min", "max")}
             for rule, v in summary["rules"].items()
         }
         for group in summary["groups"]
