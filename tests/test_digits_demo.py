@@ -58,7 +58,7 @@ def test_demo_is_the_paper_network_with_agents_2_and_7_attacking(mnist_sample: P
 @pytest.mark.usefixtures("render_cache")
 def test_demo_learns_mnist_in_one_epoch_while_average_collapses(full_mnist: Path) -> None:
     """One of the demo's three epochs (63 rounds), seed 0, under attack. Measured on seeds 0, 1
-    and 2 (MNIST mean test accuracy): loss 0.xx-0.xx, average 0.xx-0.xx."""
+    and 2 (MNIST mean test accuracy): loss 0.721, 0.715, 0.777; average 0.086, 0.138, 0.104."""
     config = {**demo_config(full_mnist, epochs=1), "rules": ["loss", "average"]}
     result = byzmtl.run(config)
     assert result.summary["byzantine"] == [2, 7]
