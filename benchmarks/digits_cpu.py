@@ -1,9 +1,10 @@
 """Digit classification on this CPU: seconds per epoch per rule against the compute floor, the
-choice of batching for the CNN, and the accuracies of a reduced run.
+choice of batching for the CNN, the accuracies of a reduced run, and the 3-minute demo.
 
     python benchmarks/digits_cpu.py speed    --threads 1 [--epochs 1] [--repeats 3]
     python benchmarks/digits_cpu.py batching --threads 1
     python benchmarks/digits_cpu.py accuracy --threads 1 [--epochs 10]
+    python benchmarks/digits_cpu.py demo     --threads 1 [--seeds 0 1 2]
 
 ``speed``: for each rule alone and for the four rules together (one replica each), the seconds of
 one epoch of the paper setting (10 agents, 2000 images each, batches 64/128, 16 rounds), timed
@@ -19,15 +20,27 @@ plain modules, ``torch.func.vmap`` over ``functional_call``, and byzmtl's layer-
 ``accuracy``: the reduced paper run (10 epochs, the four rules, without and with agents 2 and 7
 attacking), final mean/min/max test accuracy per group.
 
-MNIST is read from ``--mnist`` (default ../shared/data/mnist); synthetic digits are rendered (and
-cached under $BYZMTL_CACHE). Every timing records the load average of the machine before it.
+``demo``: ``configs/digits-demo.toml`` as a user runs it, one whole ``byzmtl run`` process per
+seed, with agents 2 and 7 attacking (the config's default) and without (``--attackers 0``), one
+after the other: seconds of the whole process (wall clock, and its CPU seconds), the load average
+before and after, whether the rendered synthetic digits were already cached, and the final test
+accuracy of every rule per group (mean, min, max over normal agents) from ``summary.json``.
+Default output: benchmarks/results/digits_demo.json.
+
+MNIST is read from ``--mnist`` (default $BYZMTL_DATA/mnist, else ../shared/data/mnist); synthetic
+digits are rendered (and cached under $BYZMTL_CACHE). Every timing records the load average.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,8 +54,15 @@ from byzmtl.experiment import prepare
 from byzmtl.tasks.digits import paper_cnn
 from byzmtl.tasks.neural import LayerwiseForward, VmapForward
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+MNIST = (
+    Path(os.environ["BYZMTL_DATA"]) / "mnist"
+    if os.environ.get("BYZMTL_DATA")
+    else Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+)
 RULES = ["loss", "distance", "average", "none"]
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "configs" / "digits-demo.toml"
+DEMO_OUT = ROOT / "benchmarks" / "results" / "digits_demo.json"
 
 
 def config(mnist: str, rules: list[str], epochs: int, attackers: int = 0) -> dict[str, Any]:
@@ -237,12 +257,81 @@ def accuracy(mnist: str, epochs: int) -> dict[str, Any]:
     return out
 
 
+def _synthetic_cached(settings: dict[str, Any]) -> bool:
+    """Whether the rendered synthetic digits of a digits [task] table are in byzmtl's cache."""
+    from byzmtl.datasets.synthetic_digits import RENDERER_VERSION
+
+    n_train, n_test = 5 * settings["train_per_agent"], 5 * settings["test_per_agent"]
+    name = (
+        f"synthetic_digits_v{RENDERER_VERSION}_seed{settings['synthetic_seed']}"
+        f"_train{n_train}_test{n_test}.npz"
+    )
+    folder = Path(os.environ.get("BYZMTL_CACHE") or Path.home() / ".cache" / "byzmtl")
+    return (folder / name).is_file()
+
+
+def demo_run(mnist: str, seed: int, attacked: bool, threads: int) -> dict[str, Any]:
+    """One whole ``byzmtl run --config configs/digits-demo.toml`` process and what it reached."""
+    from byzmtl.config import read_toml
+
+    settings = read_toml(DEMO)["task"]
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "run"
+        command = [sys.executable, "-m", "byzmtl", "run", "--config", str(DEMO)]
+        command += ["--data-dir", mnist, "--seed", str(seed), "--threads", str(threads)]
+        command += ["--out", str(out), "--no-progress", "--quiet"]
+        if not attacked:
+            command += ["--attackers", "0"]
+        cached, before = _synthetic_cached(settings), load_average()
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        subprocess.run(command, check=True)
+        wall = time.perf_counter() - started
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        summary = json.loads((out / "summary.json").read_text())
+    final = {
+        group: {
+            rule: {s: v["groups"][group]["final"]["accuracy"][s] for s in ("mean", "min", "max")}
+            for rule, v in summary["rules"].items()
+        }
+        for group in summary["groups"]
+    }
+    row = {
+        "seed": seed,
+        "attacked": attacked,
+        "byzantine": summary["byzantine"],
+        "command": " ".join(command[2:]),
+        "whole_process_seconds": wall,
+        "cpu_seconds": (used.ru_utime - cpu.ru_utime) + (used.ru_stime - cpu.ru_stime),
+        "compute_seconds": summary["compute_seconds"],
+        "synthetic_cached_before": cached,
+        "load_before": before,
+        "load_after": load_average(),
+        "final_accuracy": final,
+    }
+    mnist_means = {rule: round(100 * r["mean"], 1) for rule, r in final["mnist"].items()}
+    print(f"seed {seed} attacked {attacked}: {wall:.0f} s, load {before:.1f}, MNIST {mnist_means}")
+    return row
+
+
+def demo(mnist: str, seeds: list[int], threads: int, out: Path) -> list[dict[str, Any]]:
+    """``configs/digits-demo.toml`` for every seed, with and without attack, one at a time;
+    ``out`` is rewritten after every run, so that a stopped benchmark keeps what it measured."""
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        for attacked in (True, False):
+            rows.append(demo_run(mnist, seed, attacked, threads))
+            save(out, "demo", threads, rows)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["speed", "batching", "accuracy"])
+    parser.add_argument("mode", choices=["speed", "batching", "accuracy", "demo"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per rule (speed)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="(demo)")
     parser.add_argument("--mnist", default=str(MNIST))
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -251,6 +340,9 @@ def main() -> None:
         result: Any = speed(args.mnist, args.epochs or 1, args.repeats)
     elif args.mode == "batching":
         result = batching()
+    elif args.mode == "demo":
+        args.out = args.out or DEMO_OUT
+        result = demo(args.mnist, args.seeds, args.threads, args.out)
     else:
         result = accuracy(args.mnist, args.epochs or 10)
     save(args.out, args.mode, args.threads, result)

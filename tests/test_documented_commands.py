@@ -213,7 +213,7 @@ def test_commands_were_found() -> None:
     subcommands = {shlex.split(c)[1] for c in COMMANDS if c.startswith("byzmtl ")}
     assert {"run", "matrix", "list", "bench"} <= subcommands
     assert any("--config configs/" in c for c in COMMANDS)  # the configs' "Run it with:"
-    joined = [c for c in COMMANDS if "task.test_per_agent=64" in c and "runs/digits-demo" in c]
+    joined = [c for c in COMMANDS if "--attackers 0" in c and "runs/digits-demo-0" in c]
     assert len(joined) == 1 and "\\" not in joined[0]  # a continuation line, joined
 
 
