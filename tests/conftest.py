@@ -1,5 +1,6 @@
 """Shared test fixtures: the in-repository data samples, the full datasets, one torch thread; and
-the seed of the shuffled test order, printed after the run.
+the seed of the shuffled test order, printed after the run; hypothesis drawing the same examples
+on every run.
 
 Small real samples of every dataset live in ``tests/data`` (see its README), so the suite runs
 on any fresh clone. Tests that need the full datasets (counts, checksums, accuracy of long runs)
@@ -13,9 +14,16 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 SAMPLES = Path(__file__).resolve().parent / "data"
 DATA_VARIABLE = "BYZMTL_DATA"
+
+# Property tests draw the same examples on every run (a failure is reproducible, a passing suite
+# stays passing); HYPOTHESIS_PROFILE=explore draws new ones, to look for counterexamples.
+settings.register_profile("deterministic", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 def full_data(*parts: str) -> Path:

@@ -129,7 +129,8 @@ def test_krum_and_multi_krum_match_plain_scores(case, f: int) -> None:
         f_k = max(f - missing, 0)
         scores = krum_plain(values, f_k)
         kept = len(values) - f_k
-        assume(separated(scores, 0) and separated(scores, kept - 1))
+        if not (separated(scores, 0) and separated(scores, kept - 1)):
+            continue  # a tie: either choice is right; the other agents are still checked
         np.testing.assert_allclose(krum[k], values[np.argmin(scores)], rtol=1e-12)
         best = np.argsort(scores, kind="stable")[:kept]
         np.testing.assert_allclose(multi[k], values[best].mean(0), rtol=1e-9)
@@ -179,7 +180,8 @@ def test_two_stage_matches_plain_selection(case, rho: float) -> None:
         degree = int(edges.degrees[k])
         distances = np.linalg.norm(values - psi[k], axis=1)
         shortlist = math.ceil(rho * degree - 1e-9)
-        assume(separated(distances, shortlist - 1))
+        if not separated(distances, shortlist - 1):
+            continue  # a tie at the shortlist's edge: either choice is right
         near = np.argsort(distances, kind="stable")[:shortlist]
         own = losses[int(edges.self_edges[k])]
         kept = [i for i in near if losses[valid[i]] <= own]
