@@ -95,3 +95,43 @@ def test_relabel_and_byzantine_choice() -> None:
     assert not np.array_equal(chosen, graphs.choose_byzantine(100, 20, seed=1))
     with pytest.raises(graphs.GraphError):
         graphs.choose_byzantine(5, 6, seed=0)
+
+
+def _kd_tree_pairs(positions: np.ndarray, radius: float) -> set[tuple[int, int]]:
+    from scipy.spatial import cKDTree
+
+    return {
+        tuple(p) for p in cKDTree(positions).query_pairs(radius, output_type="ndarray").tolist()
+    }
+
+
+@given(
+    st.integers(0, 120),
+    st.floats(0.05, 3.0),
+    st.integers(0, 10_000),
+    st.sampled_from(["uniform", "grid", "duplicates"]),
+)
+def test_all_pairs_finds_the_k_d_tree_pairs(n: int, radius: float, seed: int, layout: str) -> None:
+    generator = np.random.default_rng(seed)
+    if layout == "uniform":
+        positions = generator.uniform(0, 3, (n, 2))
+    elif layout == "grid":  # distances exactly at the radius: ties decided the same way
+        positions = generator.integers(0, 6, (n, 2)) * 0.5
+        radius = float(generator.choice([0.5, 1.0, np.sqrt(0.5), 1.5]))
+    else:
+        positions = np.repeat(generator.uniform(0, 3, (max(n // 3, 1), 2)), 3, axis=0)[:n]
+    positions = positions.reshape(-1, 2)
+    assert n < graphs.ALL_PAIRS_BELOW
+    found = graphs.close_pairs(positions, radius)
+    assert {tuple(p) for p in found.tolist()} == _kd_tree_pairs(positions, radius)
+    assert len(found) == len({tuple(p) for p in found.tolist()})
+    assert (found[:, 0] < found[:, 1]).all()
+
+
+def test_geometric_graph_is_the_same_either_side_of_the_all_pairs_size(monkeypatch) -> None:
+    positions = np.random.default_rng(5).uniform(0, 3 * np.sqrt(5), (500, 2))
+    small = graphs.geometric(positions, 1.0, 10, seed=3)
+    monkeypatch.setattr(graphs, "ALL_PAIRS_BELOW", 10)  # the k-d tree for the same agents
+    tree = graphs.geometric(positions, 1.0, 10, seed=3)
+    assert np.array_equal(small.receivers, tree.receivers)
+    assert np.array_equal(small.senders, tree.senders)

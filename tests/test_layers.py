@@ -5,11 +5,12 @@ Layers, lowest first; a module may import its own component and the components o
 layers, never a component of its own layer or of a higher one (``rules`` and ``attacks`` do not
 import each other; the engine imports neither the case studies nor anything that runs it):
 
-    foundations     names, ops, rng, registry, protocols, version, determinism, datasets/
+    foundations     names, ops, rng, registry, protocols, version, determinism, threads,
+                    tables, datasets/
     graphs          graph
     neighbourhoods  neighbourhoods
     plug-ins        rules/, attacks/, tasks/
-    machinery       engine/, recording, plots/, config
+    machinery       engine/, recording, plots/, config, catalogue, figure_process
     checks          plugins, resources
     folders         destination
     results         results
@@ -43,12 +44,26 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "byzmtl"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "foundations",
-        ("names", "ops", "rng", "registry", "protocols", "version", "determinism", "datasets"),
+        (
+            "names",
+            "ops",
+            "rng",
+            "registry",
+            "protocols",
+            "version",
+            "determinism",
+            "threads",
+            "tables",
+            "datasets",
+        ),
     ),
     ("graphs", ("graph",)),
     ("neighbourhoods", ("neighbourhoods",)),
     ("plug-ins", ("rules", "attacks", "tasks")),
-    ("machinery", ("engine", "recording", "plots", "config")),
+    (
+        "machinery",
+        ("engine", "recording", "plots", "config", "catalogue", "figure_process"),
+    ),
     ("checks", ("plugins", "resources")),
     ("folders", ("destination",)),
     ("results", ("results",)),

@@ -4,40 +4,88 @@
     byzmtl run --config configs/target-localization.toml --seed 3
     byzmtl list [--json]
     byzmtl bench [--json]
-    byzmtl matrix target-localization --rules all --attacks all --attackers 20 --seeds 0,1,2 \
+    byzmtl matrix target-localization --rules all --attacks all --attackers 20 --seeds 0,1,2 \\
         --out runs/matrix
     byzmtl plot runs/tl --format png,pdf --band p10-p90
+    byzmtl --version
 
 Every setting of a run can come from ``--config FILE.toml``; flags override the file, and
 ``--set KEY=VALUE`` reaches any setting (``--set task.mu=0.2``). Bad input exits with status 2 and
 a one-line message naming the bad field, before anything is written.
+
+How the process behaves:
+
+- Start-up: this module imports the standard library only; the heavy modules (torch, pydantic,
+  pandas, matplotlib) are imported inside the commands that need them, so ``--help``,
+  ``--version`` and ``list`` (which reads the stored :mod:`~byzmtl.catalogue`) never import
+  torch. ``run`` draws its figures in a second process started at once (see
+  :class:`byzmtl.figure_process.FigureProcess`), so that importing matplotlib overlaps the
+  computation.
+- Exit status: 0 success; 1 a figure was not drawn (``plot``); 2 bad input (one line, from
+  argparse too); 130 interrupted (Ctrl-C, at any point: one line, no results folder left
+  behind); 141 stdout closed early (``byzmtl list | head -3``: no traceback).
+- Progress bars only when stderr is a terminal (never in a log file).
+- Threads: ``--threads N`` or ``OMP_NUM_THREADS`` when given, else the policy of
+  :mod:`byzmtl.threads` (one thread for small problems).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from byzmtl import plugins
-from byzmtl.attacks import ATTACKS
-from byzmtl.config import ConfigError, dotted, merge, parse, read_toml
-from byzmtl.datasets import DatasetError
-from byzmtl.registry import RegistryError
-from byzmtl.results import FigureWarning
-from byzmtl.rules import RULES
-from byzmtl.tasks import CASES
+from byzmtl import catalogue as catalogues
+from byzmtl import threads
+from byzmtl.names import NO_ATTACK
+from byzmtl.version import __version__
+
+if TYPE_CHECKING:
+    from byzmtl.experiment import Experiment
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
+
+# the user errors of the modules a command imports: (module, class); one line, exit status 2
+USER_ERRORS = (
+    ("byzmtl.config", "ConfigError"),
+    ("byzmtl.registry", "RegistryError"),
+    ("byzmtl.datasets.errors", "DatasetError"),
+)
 
 
 class CommandError(Exception):
     """A user error reported as one line and exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``byzmtl run: error: MESSAGE (see byzmtl run
+    --help)``, with exit status 2 (argparse itself prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+@contextmanager
+def heavy_imports() -> Iterator[None]:
+    """Pause the garbage collector while importing large packages (torch creates many objects
+    that a collection would walk for nothing), then restore it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _csv(text: str) -> list[str]:
@@ -91,13 +139,17 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="any setting by its dotted name, e.g. task.mu=0.2 (repeatable)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar (shown only when stderr is a terminal)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
         metavar="N",
-        help="torch threads (default: torch's, one per core; on a machine shared "
-        "with other jobs use 1)",
+        help="torch threads (default: OMP_NUM_THREADS if set, else one thread for small "
+        "problems and one per idle core for large ones; see byzmtl.threads)",
     )
     parser.add_argument(
         "--plugin",
@@ -111,6 +163,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The configuration settings given as flags."""
+    from byzmtl.config import dotted, merge
+    from byzmtl.rules import RULES
+
     out: dict[str, Any] = {}
     for flag in ("seed", "attackers", "byzantine", "nu", "r0", "dtype", "device"):
         if getattr(args, flag) is not None:
@@ -137,22 +192,44 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return merge(out, dotted(args.set))
 
 
+def _without_attack(data: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """Attack ``none`` (as ``byzmtl matrix``'s attack axis has it): the run without Byzantine
+    agents, the same as ``attackers = 0``; Byzantine agents asked for by flags as well are an
+    error (those of a config file give way)."""
+    if data.get("attack") != NO_ATTACK:
+        return data
+    if flags.get("attackers") or flags.get("byzantine"):
+        chosen = "attackers" if flags.get("attackers") else "byzantine"
+        raise CommandError(
+            f"attack: {NO_ATTACK!r} means no Byzantine agents, but {chosen} asks for some"
+        )
+    out = {k: v for k, v in data.items() if k not in ("attack", "attack_params", "byzantine")}
+    out["attackers"] = 0
+    return out
+
+
 def load_plugins(paths: Sequence[Path]) -> None:
     """Import user files that register their own rules, attacks or case studies."""
+    with heavy_imports():
+        from byzmtl import plugins
     plugins.load(paths)
+
+
+def _check_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None and args.threads < 1:
+        raise CommandError(f"threads: must be at least 1, got {args.threads}")
 
 
 def load_config(args: argparse.Namespace, case: str | None) -> dict[str, Any]:
     """The raw configuration: the file (if any), then flags, then ``--set``."""
+    _check_threads(args)
+    with heavy_imports():
+        from byzmtl.config import ConfigError, merge, read_toml
+        from byzmtl.tasks import CASES
     load_plugins(args.plugin)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CommandError(f"threads: must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
     data = read_toml(args.config) if args.config is not None else {}
-    data = merge(data, _overrides(args))
+    flags = _overrides(args)
+    data = _without_attack(merge(data, flags), flags)
     if case is not None:
         data["case"] = case
     if "case" not in data:
@@ -160,35 +237,56 @@ def load_config(args: argparse.Namespace, case: str | None) -> dict[str, Any]:
     return data
 
 
+def use_threads(args: argparse.Namespace, experiment: Experiment) -> None:
+    """Set torch's threads for ``experiment``: ``--threads``, else the default policy (which
+    leaves an ``OMP_NUM_THREADS`` of the environment in force)."""
+    threads.apply(args.threads, threads.problem_size(experiment.simulation))
+
+
 def _default_out(case: str) -> Path:
     """The default results folder; claimed with a suffix -2, -3, ... where it is taken."""
     return Path("runs") / f"{case}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def command_run(args: argparse.Namespace) -> int:
-    from byzmtl import distributed
-    from byzmtl.destination import claim, claim_new
-    from byzmtl.experiment import prepare, run
-    from byzmtl.results import RUN, check_destination, write_into
-    from byzmtl.resume import command_resume, start
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars only for a person watching: not asked away, and stderr a terminal."""
+    return not args.no_progress and sys.stderr.isatty()
 
+
+def command_run(args: argparse.Namespace) -> int:
     if args.resume is not None:
+        with heavy_imports():
+            from byzmtl.resume import command_resume
+        _repeat_figure_warnings()
         return command_resume(args, load_plugins, summary_table)
-    config = parse(load_config(args, args.case))
-    if config.procs > 1 or distributed.environment() is not None:
-        return distributed.command_run(args, config, _default_out, summary_table)
-    if args.out is not None:
-        check_destination(args.out, args.overwrite)  # before anything is built or written
-    experiment = prepare(config)  # everything (data files included) is checked before running
-    destination = (
-        claim(args.out, args.overwrite, RUN)
-        if args.out is not None
-        else claim_new(_default_out(config.case), RUN)
-    )
-    with destination:  # held from before the computation: a second writer fails at once
-        checkpoints = start(destination, experiment.config, args.quiet)
-        result = run(experiment, progress=not args.no_progress, checkpoints=checkpoints)
-        write_into(result, destination)
+    from byzmtl.figure_process import FigureProcess
+
+    with FigureProcess.start() as figures:  # matplotlib loads there while this process computes
+        with heavy_imports():
+            from byzmtl.config import parse
+            from byzmtl.destination import claim, claim_new
+            from byzmtl.experiment import prepare, run
+            from byzmtl.results import RUN, check_destination, write_into
+            from byzmtl.resume import start
+        _repeat_figure_warnings()
+        config = parse(load_config(args, args.case))
+        with heavy_imports():
+            from byzmtl import distributed
+        if config.procs > 1 or distributed.environment() is not None:
+            return distributed.command_run(args, config, _default_out, summary_table)
+        if args.out is not None:
+            check_destination(args.out, args.overwrite)  # before anything is built or written
+        experiment = prepare(config)  # everything (data files included) is checked first
+        use_threads(args, experiment)
+        destination = (
+            claim(args.out, args.overwrite, RUN)
+            if args.out is not None
+            else claim_new(_default_out(config.case), RUN)
+        )
+        with destination:  # held from before the computation: a second writer fails at once
+            checkpoints = start(destination, experiment.config, args.quiet)
+            result = run(experiment, progress=_progress(args), checkpoints=checkpoints)
+            write_into(result, destination, figures)
     if not args.quiet:
         print(summary_table(result.summary))
         print(f"results: {destination.out}")
@@ -203,25 +301,26 @@ def _seeds(text: str) -> list[int]:
 
 
 def command_matrix(args: argparse.Namespace) -> int:
-    from byzmtl import matrix
-
     if args.seed is not None:
         raise CommandError("seed: a matrix takes --seeds")
     config = load_config(args, args.case)
+    with heavy_imports():
+        from byzmtl import matrix
+    _repeat_figure_warnings()
     plan = matrix.plan(config, args.rules, args.attacks, args.seeds, args.out, args.overwrite)
     log = (lambda line: None) if args.quiet else None
-    table = matrix.execute(plan, args.overwrite, not args.no_progress, log)
+    table = matrix.execute(plan, args.overwrite, _progress(args), log, threads=args.threads)
     if not args.quiet:
         print(f"{len(table)} rows: {args.out / 'matrix.md'}, matrix.csv, matrix.png")
     return 0
 
 
 def command_plot(args: argparse.Namespace) -> int:
-    from byzmtl import plots
-
     run_dir: Path = args.run_dir
     if not (run_dir / "metrics.csv").is_file() and not (run_dir / "summary.json").is_file():
         raise CommandError(f"run_dir: {run_dir} holds no run (no metrics.csv or summary.json)")
+    with heavy_imports():
+        from byzmtl import plots
     try:
         formats = plots.check_formats(args.format)
         plots.band_columns(args.band)
@@ -258,33 +357,21 @@ def summary_table(summary: dict[str, Any]) -> str:
     return "\n".join([title, *lines])
 
 
-def catalogue() -> dict[str, Any]:
-    """Every case study, rule and attack with its parameters and defaults."""
-    return {
-        "cases": {
-            name: {
-                "description": CASES.get(name).description,
-                "settings": {
-                    key: field.default
-                    for key, field in CASES.get(name).settings_model.model_fields.items()
-                },
-                "defaults": {
-                    "attack": CASES.get(name).defaults.attack,
-                    "nu": CASES.get(name).defaults.nu,
-                    "r0": CASES.get(name).defaults.r0,
-                },
-            }
-            for name in CASES.names()
-        },
-        "rules": {name: RULES.parameters(name) for name in RULES.names()},
-        "attacks": {name: ATTACKS.parameters(name) for name in ATTACKS.names()},
-    }
+def catalogue(plugins: Sequence[Path] = ()) -> dict[str, Any]:
+    """Every case study, rule and attack with its parameters and defaults: the stored catalogue
+    (:mod:`byzmtl.catalogue`, no torch needed), or with ``plugins`` the live registries after
+    importing them."""
+    if not plugins:
+        return catalogues.stored()
+    with heavy_imports():
+        load_plugins(plugins)
+        return catalogues.live()
 
 
 def command_list(args: argparse.Namespace) -> int:
-    info = catalogue()
+    info = catalogue(args.plugin)
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json.dumps(info, indent=2))
         return 0
     print("case studies:")
     for name, case in info["cases"].items():
@@ -316,15 +403,21 @@ def command_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="byzmtl", description="Byzantine-resilient decentralised multi-task learning."
     )
+    parser.add_argument("--version", action="version", version=f"byzmtl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    cases = ", ".join(catalogues.stored()["cases"])
 
     run = commands.add_parser("run", help="run one case study under several rules")
-    run.add_argument("case", nargs="?", help=f"case study: {', '.join(CASES.names())}")
+    run.add_argument("case", nargs="?", help=f"case study: {cases}")
     run.add_argument("--rules", type=_csv, help="comma-separated rules, or 'all'")
-    run.add_argument("--attack", type=str, help="attack name (default: the case study's)")
+    run.add_argument(
+        "--attack",
+        type=str,
+        help=f"attack name (default: the case study's); {NO_ATTACK!r}: no Byzantine agents",
+    )
     _add_run_options(run)
     run.add_argument("--out", type=Path, help="results folder (default runs/<case>-<time>)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
@@ -349,6 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list case studies, rules and attacks")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE.py",
+        help="import a Python file first and list what it registers too",
+    )
     listing.set_defaults(handler=command_list)
 
     bench = commands.add_parser("bench", help="time the engine (paper experiment, scaling)")
@@ -365,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=command_bench)
 
     grid = commands.add_parser("matrix", help="every rule against every attack, over seeds")
-    grid.add_argument("case", nargs="?", help=f"case study: {', '.join(CASES.names())}")
+    grid.add_argument("case", nargs="?", help=f"case study: {cases}")
     grid.add_argument("--rules", type=_csv, default=["all"], help="rules, or 'all' (default)")
     grid.add_argument("--attacks", type=_csv, default=["all"], help="attacks, or 'all' (default)")
     grid.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="seeds (default 0,1,2)")
@@ -393,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _show_figure_warnings() -> None:
     """Print a figure left out (:class:`~byzmtl.results.FigureWarning`) as one line, every time;
-    other warnings as Python does."""
+    other warnings as Python does. (The class is looked up by name: importing
+    :mod:`byzmtl.results` here would import what ``list`` does not need.)"""
     shown = warnings.showwarning
 
     def show(
@@ -404,31 +506,68 @@ def _show_figure_warnings() -> None:
         file: TextIO | None = None,
         line: str | None = None,
     ) -> None:
-        if issubclass(category, FigureWarning):
+        if category.__name__ == "FigureWarning" and category.__module__ == "byzmtl.results":
             print(f"byzmtl: warning: {message}", file=sys.stderr)
         else:
             shown(message, category, filename, lineno, file, line)
 
-    warnings.simplefilter("always", FigureWarning)
     warnings.showwarning = show
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    args.argv = argv  # what --procs runs in every process
+def _repeat_figure_warnings() -> None:
+    """Show every :class:`~byzmtl.results.FigureWarning`, repeats included (called by the
+    commands that import :mod:`byzmtl.results`, inside :func:`main`'s warnings context)."""
+    from byzmtl.results import FigureWarning
+
+    warnings.simplefilter("always", FigureWarning)
+
+
+def _user_error(error: Exception) -> bool:
+    """Whether ``error`` is a user error: one of :data:`USER_ERRORS` (looked up among the
+    modules already imported: one not imported cannot have raised its error)."""
+    if isinstance(error, CommandError):
+        return True
+    for module, name in USER_ERRORS:
+        loaded = sys.modules.get(module)
+        kind = getattr(loaded, name, None) if loaded is not None else None
+        if isinstance(kind, type) and isinstance(error, kind):
+            return True
+    return False
+
+
+def _quiet_stdout() -> None:
+    """After a reader closed our stdout: point it at /dev/null, so that the interpreter's final
+    flush does not print a BrokenPipeError of its own."""
     try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout without a descriptor
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = parser.parse_args(argv)
+        args.argv = argv  # what --procs runs in every process
         with warnings.catch_warnings():
             _show_figure_warnings()
-            return int(args.handler(args))
-    except (ConfigError, RegistryError, CommandError, DatasetError) as error:
-        print(f"byzmtl: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+            status = int(args.handler(args))
+        sys.stdout.flush()  # here, where a closed pipe is caught
+        return status
     except KeyboardInterrupt as interrupt:
         reason = interrupt.args[0] if interrupt.args else "nothing was written"
         print(f"byzmtl: interrupted; {reason}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as error:
+        if not _user_error(error):
+            raise
+        print(f"byzmtl: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

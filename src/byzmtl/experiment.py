@@ -18,12 +18,11 @@ import platform
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
-import pandas as pd
 import torch
 
 from byzmtl import graph as graphs
@@ -37,8 +36,13 @@ from byzmtl.engine.ranks import Ranks
 from byzmtl.recording import Diagnostics, Recorder
 from byzmtl.registry import RegistryError
 from byzmtl.rules import NO_COOPERATION, RULES, Rule, RuleAssumptionError
+from byzmtl.tables import Table
 from byzmtl.tasks import CASES, CaseError, CaseStudy
 from byzmtl.version import __version__
+
+if TYPE_CHECKING:  # imported where used: a run from the command line needs neither
+    import networkx as nx
+    import pandas as pd
 
 
 @dataclass
@@ -347,11 +351,21 @@ class Result:
     """The outcome of a run: the metrics table, the summary, and what produced them."""
 
     config: RunConfig
-    metrics: pd.DataFrame
+    metrics_table: Table  # metrics.csv's columns
     summary: dict[str, Any]
     experiment: Experiment
     state: SimState
-    diagnostics: pd.DataFrame | None = None  # per round: see byzmtl.recording.Diagnostics
+    diagnostics_table: Table | None = None  # per round: see byzmtl.recording.Diagnostics
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        """The metrics as a pandas DataFrame (built on first use)."""
+        return self.metrics_table.frame()
+
+    @cached_property
+    def diagnostics(self) -> pd.DataFrame | None:
+        """The diagnostics as a pandas DataFrame (built on first use), if recorded."""
+        return None if self.diagnostics_table is None else self.diagnostics_table.frame()
 
     def final(self, rule: str, metric: str, statistic: str = "mean", group: str = "all") -> float:
         """The summary's final value of ``metric`` under ``rule`` (see README, results format)."""
@@ -372,7 +386,7 @@ def _summary(
     state: SimState,
     recorder: Recorder,
     diagnostics: Diagnostics,
-    table: pd.DataFrame,
+    table: Table,
     wall: float,
     compute: float,
 ) -> dict:
@@ -565,8 +579,8 @@ def run(
                 raise
             raise KeyboardInterrupt(checkpoints.resume_hint()) from None
         compute = earlier["compute"] + time.perf_counter() - computing - saving
-        metrics = recorder.table(case.time_unit, times)
-        table = diagnostics.table()
+        metrics = recorder.columns(case.time_unit, times)
+        table = diagnostics.columns()
     wall = time.perf_counter() - started
     summary = _summary(experiment, state, recorder, diagnostics, table, wall, compute)
     return Result(experiment.config, metrics, summary, experiment, state, table)

@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from byzmtl import plots
+from byzmtl import threads as thread_policy
 from byzmtl.attacks import ATTACKS, AttackAssumptionError
 from byzmtl.config import ConfigError, RunConfig, parse
 from byzmtl.destination import (
@@ -225,18 +226,20 @@ def execute(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> pd.DataFrame:
     """Claim the folder, run the cells not already done (one line per cell to ``log``), then
     write the tables and the figure; returns the table of matrix.csv. With ``overwrite`` the new
     matrix is assembled beside the old one, which stays in place until the new one is complete
-    (see :mod:`byzmtl.destination`)."""
+    (see :mod:`byzmtl.destination`). ``threads``: torch's threads for every cell, else the
+    default policy of :mod:`byzmtl.threads` per cell."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     with claim(matrix.out, overwrite, MATRIX) as destination:
         if not overwrite:
-            return _fill(matrix, destination.target, progress, log)
+            return _fill(matrix, destination.target, progress, log, threads)
         staging = destination.staging()
         try:
-            table = _fill(matrix, staging, progress, log)
+            table = _fill(matrix, staging, progress, log, threads)
             destination.commit(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -244,7 +247,13 @@ def execute(
         return table
 
 
-def _fill(matrix: Matrix, folder: Path, progress: bool, log: Callable[[str], None]) -> pd.DataFrame:
+def _fill(
+    matrix: Matrix,
+    folder: Path,
+    progress: bool,
+    log: Callable[[str], None],
+    threads: int | None = None,
+) -> pd.DataFrame:
     """Run the missing cells into ``folder/cells``, then write the tables and the figure."""
     cells_dir = folder / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
@@ -263,7 +272,9 @@ def _fill(matrix: Matrix, folder: Path, progress: bool, log: Callable[[str], Non
             log(f"{head}: done before, skipped")
             continue
         started = time.perf_counter()
-        result = run(cell.config, progress=progress)
+        experiment = prepare(cell.config)
+        thread_policy.apply(threads, thread_policy.problem_size(experiment.simulation))
+        result = run(experiment, progress=progress)
         stored = {"config": cell.config.model_dump(mode="json"), "summary": result.summary}
         write_atomic(path, strict_json(stored, indent=1))
         results[(cell.attack, cell.seed)] = stored

@@ -7,14 +7,17 @@ costs a few tensor operations per block rather than per round.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 
 from byzmtl.names import NO_COOPERATION
+from byzmtl.tables import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STATISTICS = ("mean", "min", "max")
 
@@ -156,6 +159,10 @@ class Recorder:
 
     def table(self, time_name: str, time_values: np.ndarray) -> pd.DataFrame:
         """Long table: one row per (rule, group, time) with <metric>_<statistic> columns."""
+        return self.columns(time_name, time_values).frame()
+
+    def columns(self, time_name: str, time_values: np.ndarray) -> Table:
+        """:meth:`table`'s columns (metrics.csv), without pandas."""
         arrays = self.arrays()
         records = len(next(iter(arrays.values())))
         rules, subsets = len(self.rule_names), len(self.subset_names)
@@ -169,7 +176,7 @@ class Recorder:
             ordered = values.transpose(1, 2, 0, 3).reshape(-1, len(self.statistics))
             for s, stat in enumerate(self.statistics):
                 columns[f"{name}_{stat}"] = ordered[:, s]
-        return pd.DataFrame(columns)
+        return Table(columns)
 
 
 DIAGNOSTICS = (
@@ -324,6 +331,10 @@ class Diagnostics:
         """Long table: one row per (rule, round) with the round (from 1; see the class docstring
         for the time columns) and the columns of ``DIAGNOSTICS``; regret columns are NaN on
         rounds without a record."""
+        return self.columns().frame()
+
+    def columns(self) -> Table:
+        """:meth:`table`'s columns (diagnostics.csv), without pandas."""
         self._flush()
         rules = len(self.rule_names)
         per_round = np.concatenate(self._rounds) if self._rounds else np.zeros((0, rules, 4))
@@ -342,7 +353,7 @@ class Diagnostics:
             columns[self.time_unit] = np.tile(self.round_times(numbers), rules)
         for c, name in enumerate(DIAGNOSTICS):
             columns[name] = ordered[:, c]
-        return pd.DataFrame(columns)
+        return Table(columns)
 
     def round_times(self, rounds: np.ndarray) -> np.ndarray:
         """The time (in ``time_unit``) of each 1-based round: linear through (0, 0) and the
@@ -362,24 +373,28 @@ class Diagnostics:
         return times
 
     def summary(
-        self, final_fraction: float, table: pd.DataFrame | None = None
+        self, final_fraction: float, table: Table | pd.DataFrame | None = None
     ) -> dict[str, dict[str, Any]]:
         """Per rule: the weight diagnostics averaged over the rounds of the metrics' final
         window (the last ``final_fraction`` of records, at least one: e.g. the last 50
         iterations, or every round of the last epoch), and the regret at the last record (None
-        where not measured). ``table``: this recorder's :meth:`table`, if already made."""
-        table = self.table() if table is None else table
+        where not measured). ``table``: this recorder's :meth:`columns` (or :meth:`table`), if
+        already made. Means skip NaN, summed as pandas sums them (:func:`_mean`)."""
+        table = self.columns() if table is None else table
+        rule_column = np.asarray(table["rule"])
+        rounds = np.asarray(table[self.round_column])
         records = len(self._recorded)
         window = max(1, round(final_fraction * records))
         first = self._recorded[-window - 1] + 1 if records > window else 0
         out: dict[str, dict[str, Any]] = {}
         for rule in self.rule_names:
-            rows = table[table["rule"] == rule]
-            tail = rows[rows[self.round_column] > first]
-            recorded = rows.dropna(subset=["regret_mean"]).iloc[-1:]
+            rows = rule_column == rule
+            tail = rows & (rounds > first)
+            regret = np.asarray(table["regret_mean"])
+            recorded = np.flatnonzero(rows & ~np.isnan(regret))[-1:]
 
-            def final(column: str, part: pd.DataFrame) -> float | None:
-                value = float(part[column].mean()) if len(part) else float("nan")
+            def final(column: str, part: np.ndarray) -> float | None:
+                value = _mean(np.asarray(table[column])[part])
                 return None if np.isnan(value) else value
 
             out[rule] = {
@@ -397,3 +412,14 @@ class Diagnostics:
                 },
             }
         return out
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean of the values that are not NaN (NaN when none is), bit for bit as pandas'
+    ``Series.mean`` computes it: NaN set to 0, numpy's pairwise sum, divided by the count."""
+    values = np.asarray(values, dtype=np.float64)
+    missing = np.isnan(values)
+    count = len(values) - int(missing.sum())
+    if not count:
+        return float("nan")
+    return float(np.where(missing, 0.0, values).sum() / count)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from byzmtl.destination import Destination, DestinationError, Kind, check, claim
+from byzmtl.figure_process import FigureProcess, save_network_input
 
 if TYPE_CHECKING:
     from byzmtl.experiment import Result
@@ -98,12 +99,15 @@ def write_results(result: Result, out: Path, overwrite: bool = False) -> Path:
         return write_into(result, destination)
 
 
-def write_into(result: Result, destination: Destination) -> Path:
-    """Write ``result`` into a destination claimed for a run (with :data:`RUN`)."""
+def write_into(
+    result: Result, destination: Destination, figures: FigureProcess | None = None
+) -> Path:
+    """Write ``result`` into a destination claimed for a run (with :data:`RUN`); the figures
+    in ``figures`` (a process started beforehand) where given, else in this process."""
     staging = destination.staging()
     try:
         summary = _write_tables(result, staging)
-        skipped = _draw_figures(result, staging)
+        skipped = _draw_figures(result, staging, figures)
         if skipped:
             (staging / "summary.json").write_text(strict_json({**summary, "warnings": skipped}))
         destination.commit(staging)
@@ -116,19 +120,48 @@ def write_into(result: Result, destination: Destination) -> Path:
 def _write_tables(result: Result, folder: Path) -> dict[str, Any]:
     """config.toml, metrics.csv, diagnostics.csv and summary.json; returns the summary written."""
     (folder / "config.toml").write_text(result.config.to_toml())
-    result.metrics.to_csv(folder / "metrics.csv", index=False)
-    if result.diagnostics is not None:
-        result.diagnostics.to_csv(folder / "diagnostics.csv", index=False)
+    result.metrics_table.to_csv(folder / "metrics.csv")
+    if result.diagnostics_table is not None:
+        result.diagnostics_table.to_csv(folder / "diagnostics.csv")
     summary = {**result.summary, "warnings": []}
     (folder / "summary.json").write_text(strict_json(summary))
     return summary
 
 
-def _draw_figures(result: Result, folder: Path) -> list[str]:
+def _band(result: Result) -> str:
+    percentiles = result.config.percentiles
+    return f"p{percentiles[0]:g}-p{percentiles[-1]:g}" if len(percentiles) > 1 else "minmax"
+
+
+def _draw_figures(result: Result, folder: Path, figures: FigureProcess | None = None) -> list[str]:
     """Draw figures: save what the figures need (network.npz) and draw every figure of the run
-    from the folder's files (:func:`byzmtl.plots.draw_figures`, as ``byzmtl plot`` does);
-    returns the one-line warnings of what could not be drawn, each also issued as a
-    :class:`FigureWarning`."""
+    from the folder's files (:func:`byzmtl.plots.draw_figures`, as ``byzmtl plot`` does), in
+    the process ``figures`` where given; returns the one-line warnings of what could not be
+    drawn, each also issued as a :class:`FigureWarning`."""
+    if figures is not None and figures.started:
+        inputs = folder / ".network-input.npz"  # removed before the folder is committed
+        try:
+            experiment = result.experiment
+            save_network_input(
+                inputs,
+                experiment.graph,
+                experiment.case.groups,
+                experiment.case.group_names,
+                experiment.byzantine,
+            )
+            drawn = figures.draw(folder, _band(result), inputs)
+        finally:
+            inputs.unlink(missing_ok=True)
+        if drawn is not None:
+            for line in drawn:
+                warnings.warn(line, FigureWarning, stacklevel=2)
+            return drawn
+    if figures is not None and figures.failure:
+        warnings.warn(
+            f"figures: the figure process failed ({figures.failure}); drawing them here",
+            FigureWarning,
+            stacklevel=2,
+        )
     from byzmtl import plots
 
     experiment, case = result.experiment, result.experiment.case
@@ -141,9 +174,7 @@ def _draw_figures(result: Result, folder: Path) -> list[str]:
     )
     if network is not None:
         lines.append(network)
-    percentiles = result.config.percentiles
-    band = f"p{percentiles[0]:g}-p{percentiles[-1]:g}" if len(percentiles) > 1 else "minmax"
-    for line in plots.draw_figures(folder, band=band):
+    for line in plots.draw_figures(folder, band=_band(result)):
         warnings.warn(line, FigureWarning, stacklevel=2)
         lines.append(line)
     return lines

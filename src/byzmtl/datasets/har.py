@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from byzmtl.datasets.errors import DatasetError
 
@@ -106,6 +105,8 @@ def read_har_matrix(path: str | os.PathLike[str], n_features: int) -> np.ndarray
     A C-speed parse handles regular files; anything irregular (a ragged row, a non-numeric
     token, an empty line inside the file) is re-read line by line to report the file and line.
     """
+    import pandas as pd  # here: a run that reads no HAR file never imports it
+
     path = Path(path)
     data = _read(path)
     try:

@@ -30,12 +30,14 @@ import zipfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from byzmtl.datasets.errors import DatasetError
+
+if TYPE_CHECKING:  # PIL and matplotlib are imported where used: most runs render no digit
+    from PIL import Image, ImageFont
 
 #: Bump whenever a change alters any rendered pixel: it is part of the cache key.
 RENDERER_VERSION = 1
@@ -78,6 +80,9 @@ class DigitsDataset:
 
 @cache
 def _font(face: str) -> ImageFont.FreeTypeFont:
+    import matplotlib
+    from PIL import ImageFont
+
     path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / f"{face}.ttf"
     if not path.is_file():
         raise DatasetError(
@@ -90,6 +95,8 @@ def _font(face: str) -> ImageFont.FreeTypeFont:
 def _glyph(face: str, digit: int, stroke: int) -> Image.Image:
     """Mask (mode "L", canvas size) of a digit centred on the canvas; the centre is that of the
     unstroked glyph, so masks of different strokes line up."""
+    from PIL import Image, ImageDraw
+
     font = _font(face)
     left, top, right, bottom = font.getbbox(str(digit))
     origin = (_CANVAS / 2 - (left + right) / 2, _CANVAS / 2 - (top + bottom) / 2)
@@ -149,6 +156,8 @@ def _background(rng: np.random.Generator) -> np.ndarray:
 
 def _overlay_shapes(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     """Blend random lines, ellipses and rectangles over the image at partial opacity."""
+    from PIL import Image, ImageDraw
+
     layer = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(layer)
     mean = image.mean(axis=(0, 1))
@@ -177,6 +186,8 @@ def _colour_with_luma(rng: np.random.Generator, luma: float) -> np.ndarray:
 
 def _warp(mask: Image.Image, inverse: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """Apply the affine map ``p_in = inverse @ p_out + offset`` to a mask; float32 in 0..1."""
+    from PIL import Image
+
     coefficients = (*inverse[0], offset[0], *inverse[1], offset[1])
     warped = mask.transform(
         mask.size, Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR
@@ -317,6 +328,8 @@ def load_synthetic_digits(
 
 def _read_image_folder(folder: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` images of ``folder/<digit>/``, classes interleaved after a seeded shuffle."""
+    from PIL import Image
+
     hint = f"the Synthetic Digits dataset is available from {SOURCE_URL}"
     per_class = []
     for digit in range(10):

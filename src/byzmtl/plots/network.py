@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -19,7 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from byzmtl.graph import Graph
+if TYPE_CHECKING:  # not imported: the figure process runs without torch
+    from byzmtl.graph import Graph
 
 MAX_DRAWN_AGENTS = 5000
 MAX_DRAWN_LINKS = 20_000
