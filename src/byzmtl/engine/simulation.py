@@ -156,6 +156,9 @@ class Simulation:
         self._buffers = MessageBuffers(self.shards)
         self.ranks: Ranks | None = None  # set: weigh and combine split over processes
         self._combine = Combiner(self.rules, self.device)
+        self._weighs = [  # each rule's step for one round, chosen once
+            rule.affinities if isinstance(rule, WeightRule) else rule.step for rule in self.rules
+        ]
         self._all_finite = {  # per shard size: one all-true (E_s,) mask per replica
             shard.n_edges: torch.ones(
                 (self.replicas, shard.n_edges), dtype=torch.bool, device=self.device
@@ -276,13 +279,12 @@ class Simulation:
             states = [state.cut(shard.edge_range, shard.agents) for state in states]
         outputs: list[Tensor | Combination] = []
         new_states = []
-        for r, rule in enumerate(self.rules):
+        for r, weigh in enumerate(self._weighs):
             inputs = RuleInputs(
                 shard.edges, received.replica(r), oks[r], finite is None, previous[r], psi[r],
                 None if losses is None or r not in self.scored else losses[self.scored.index(r)],
                 round_.iteration,
             )  # fmt: skip
-            weigh = rule.affinities if isinstance(rule, WeightRule) else rule.step
             output, state = weigh(inputs, states[r])
             outputs.append(output)
             new_states.append(state)

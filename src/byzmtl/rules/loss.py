@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from byzmtl.ops import branches_freely
 from byzmtl.rules.base import (
     RULES,
     Forgetting,
@@ -49,6 +51,9 @@ class LossBased(WeightRule):
         assert x.losses is not None, "the engine supplies losses to rules that need them"
         r = accumulate(state.edges["r"], x.losses, self.nu)
         own = r.index_select(0, x.edges.self_edges)
+        if branches_freely(r) and own.max().item() < math.inf:  # no r_kk is +inf or NaN: the
+            kept = r <= own.index_select(0, x.edges.receivers)  # same weights, fewer steps
+            return torch.where(kept, inverse(r, x.edges), 0.0), RuleState(edges={"r": r})
         alone = ~(own < torch.inf)  # r_kk is +inf or NaN: k keeps only itself
         threshold = torch.where(alone, -torch.inf, own)
         kept = r <= threshold.index_select(0, x.edges.receivers)

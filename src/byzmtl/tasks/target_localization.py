@@ -278,8 +278,15 @@ class TargetLocalization(CaseStudy):
     ) -> dict[str, Tensor]:
         """``loss`` and ``msd`` of every agent, in float64 whatever the run's precision (the
         square of a finite float32 model can overflow float32; it cannot overflow float64)."""
-        exact = models.double()
-        u, b = batch.u.double(), batch.b.double()
+        if models.dtype == torch.float64:
+            exact, u, b, goal = models, batch.u, batch.b, self._goal
+        else:
+            exact, u, b, goal = (
+                models.double(),
+                batch.u.double(),
+                batch.b.double(),
+                self._goal.double(),
+            )
         loss = row_dot(exact, u).sub_(b).square_()
-        msd = squared_norm(exact - self._goal.double())
+        msd = squared_norm(exact - goal)
         return {"loss": loss, "msd": msd}
