@@ -75,6 +75,9 @@ class Round:
     pair_losses: Tensor | None = None  # (R_scored, N, N) every model heard on every batch
 
 
+_Part = tuple[Tensor, list[Tensor | None], list[RuleState]]  # models, weights, rule states
+
+
 @dataclass(frozen=True, eq=False)
 class _Front:
     """A round up to its join: the round, the task's new state, the rejected local steps, and
@@ -83,7 +86,7 @@ class _Front:
     round_: Round
     task_state: dict[str, Tensor]
     failed_steps: Tensor | None
-    parts: list[tuple[Tensor, list[Tensor | None], list[RuleState]]]
+    parts: list[_Part]
 
 
 class Simulation:
@@ -218,8 +221,46 @@ class Simulation:
         # score: on dense graphs, every model heard on every agent's batch at once
         round_ = self._score(round_)
         # weigh and combine, shard by shard
-        parts = [self._weigh_and_combine(self.shards[s], round_, state.rule_states) for s in shards]
-        return _Front(round_, task_state, failed_steps, parts)
+        return _Front(round_, task_state, failed_steps, self._parts(shards, round_, state))
+
+    def _parts(self, shards: range, round_: Round, state: SimState) -> list[_Part]:
+        """Each shard's new models, weights and rule states. In one process they are written
+        into whole-graph tensors as each shard is done, while its values are still in cache
+        (one part returned); a rank returns its shards' parts for the exchange."""
+        states = state.rule_states
+        if self.ranks is not None or len(shards) == 1:
+            return [self._weigh_and_combine(self.shards[s], round_, states) for s in shards]
+        whole: _Part | None = None
+        for s in shards:
+            shard = self.shards[s]
+            part = self._weigh_and_combine(shard, round_, states)
+            whole = whole or self._empty_whole(part)
+            models, weights, new_states = whole
+            models[:, shard.agents] = part[0]
+            for r in range(self.replicas):
+                shard_weights = part[1][r]
+                if shard_weights is not None:
+                    weights[r][shard.edge_range] = shard_weights  # type: ignore[index]
+                for key, value in part[2][r].edges.items():
+                    new_states[r].edges[key][shard.edge_range] = value
+                for key, value in part[2][r].agents.items():
+                    new_states[r].agents[key][shard.agents] = value
+        assert whole is not None
+        return [whole]
+
+    def _empty_whole(self, part: _Part) -> _Part:
+        """Whole-graph tensors shaped like the shard ``part``'s, to be filled shard by shard."""
+        n, e = self.graph.n_agents, self.edges.n_edges
+        models = part[0].new_empty((part[0].shape[0], n, *part[0].shape[2:]))
+        weights = [None if w is None else w.new_empty((e, *w.shape[1:])) for w in part[1]]
+        states = [
+            RuleState(
+                {key: v.new_empty((e, *v.shape[1:])) for key, v in state.edges.items()},
+                {key: v.new_empty((n, *v.shape[1:])) for key, v in state.agents.items()},
+            )
+            for state in part[2]
+        ]
+        return models, weights, states
 
     def _adapt(
         self, previous: Tensor, batch: Any, task_state: dict[str, Tensor], i: int
@@ -315,9 +356,7 @@ class Simulation:
                 raw.index_copy_(1, shard.attacked, attacked)
         return raw.nan_to_num_(nan=torch.inf, posinf=torch.inf)
 
-    def _joined(
-        self, parts: list[tuple[Tensor, list[Tensor | None], list[RuleState]]]
-    ) -> tuple[Tensor, list[Tensor | None], list[RuleState]]:
+    def _joined(self, parts: list[_Part]) -> _Part:
         """The shards' models, weights and rule states as whole-graph tensors."""
         if len(parts) == 1:
             return parts[0]
