@@ -68,6 +68,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("folders", ("destination",)),
     ("results", ("results",)),
     ("checkpoints", ("checkpoints",)),
+    ("summaries and sizes", ("outcome", "sizing")),
     ("runs", ("experiment",)),
     ("studies", ("matrix", "resume")),
     ("benchmark", ("bench",)),

@@ -14,35 +14,31 @@ the case study, the graph, the simulation, and the built size again.
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from byzmtl import graph as graphs
-from byzmtl import resources, rng
+from byzmtl import rng
 from byzmtl.attacks import ATTACKS, Attack, AttackAssumptionError
 from byzmtl.checkpoints import CheckpointFolder, Snapshot
 from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
 from byzmtl.determinism import deterministic_algorithms, use_deterministic_cublas
 from byzmtl.engine import AttackOutputError, RoundOutput, SimState, Simulation
 from byzmtl.engine.ranks import Ranks
+from byzmtl.outcome import Result, summarise
 from byzmtl.recording import Diagnostics, Recorder
 from byzmtl.registry import RegistryError
-from byzmtl.rules import NO_COOPERATION, RULES, Rule, RuleAssumptionError
-from byzmtl.tables import Table
+from byzmtl.rules import RULES, Rule, RuleAssumptionError
+from byzmtl.sizing import check_built_size, check_planned_size
 from byzmtl.tasks import CASES, CaseError, CaseStudy
-from byzmtl.version import __version__
 
 if TYPE_CHECKING:  # imported where used: a run from the command line needs neither
     import networkx as nx
-    import pandas as pd
 
 
 @dataclass
@@ -174,7 +170,7 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as error:
         raise ConfigError(f"device: {config.device!r} is not available ({error})") from None
-    _check_planned_size(config, case_class, settings, dtype, device)
+    check_planned_size(config, case_class, settings, dtype, device)
     if config.deterministic:
         use_deterministic_cublas(device)
     try:
@@ -198,7 +194,7 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
         raise ConfigError(f"attack: {error}") from None
     simulation.ranks = _ranks(config.procs)  # procs > 1: shards split over the group's ranks
     experiment = Experiment(config, case, built, byzantine, rules, attack, simulation)
-    resources.check(size_of(experiment), _blamed(case_class))
+    check_built_size(experiment)
     experiment.setup_seconds = time.perf_counter() - started
     return experiment
 
@@ -223,57 +219,6 @@ def _plugins(config: RunConfig) -> tuple[RunConfig, list[Rule], Attack]:
         raise ConfigError(f"attack_params: {error}") from None
     update = {"rule_params": rule_params, "attack_params": attack_params}
     return config.model_copy(update=update), rules, attack
-
-
-def _blamed(case: type[CaseStudy]) -> dict[str, str]:
-    return {"agents": case.agents_setting, "rounds": case.rounds_setting}
-
-
-def _check_planned_size(
-    config: RunConfig,
-    case: type[CaseStudy],
-    settings: Any,
-    dtype: torch.dtype,
-    device: torch.device,
-) -> None:
-    """Refuse, before anything is built, a run whose settings plan a size this machine cannot
-    hold or finish (:mod:`byzmtl.resources`), where the case study knows it from its settings."""
-    planned = case.planned_size(settings)
-    if planned is None:
-        return
-    assert config.graph is not None
-    size = resources.Size(
-        agents=planned.agents,
-        edges=resources.planned_edges(config.graph, planned.agents),
-        parameters=planned.parameters,
-        replicas=len(config.rules),
-        rounds=planned.rounds,
-        records=planned.rounds,
-        statistics=3 + len(config.percentiles),
-        itemsize=torch.finfo(dtype).bits // 8,
-        device=str(device),
-    )
-    resources.check(size, _blamed(case))
-
-
-def size_of(experiment: Experiment) -> resources.Size:
-    """The dimensions of a built experiment that decide its memory and time."""
-    case, config = experiment.case, experiment.config
-    sizes = getattr(case, "parameter_sizes", None)
-    parameters = sum(sizes) if sizes else int(case.init_models(1).shape[-1])
-    return resources.Size(
-        agents=case.n_agents,
-        edges=experiment.graph.n_edges,
-        parameters=parameters,
-        replicas=len(experiment.rules),
-        rounds=case.n_rounds,
-        records=case.n_records,
-        metrics=len(case.metric_names),
-        subsets=1 + len(case.group_names),
-        statistics=3 + len(config.percentiles),
-        itemsize=torch.finfo(experiment.simulation.dtype).bits // 8,
-        device=str(experiment.simulation.device),
-    )
 
 
 def _ranks(procs: int) -> Ranks | None:
@@ -344,119 +289,6 @@ def _byzantine(config: RunConfig, case: CaseStudy) -> np.ndarray:
     if len(ids) >= n:
         raise ConfigError(f"byzantine: {len(ids)} Byzantine agents leave no normal agent")
     return np.asarray(ids, dtype=np.int64)
-
-
-@dataclass
-class Result:
-    """The outcome of a run: the metrics table, the summary, and what produced them."""
-
-    config: RunConfig
-    metrics_table: Table  # metrics.csv's columns
-    summary: dict[str, Any]
-    experiment: Experiment
-    state: SimState
-    diagnostics_table: Table | None = None  # per round: see byzmtl.recording.Diagnostics
-
-    @cached_property
-    def metrics(self) -> pd.DataFrame:
-        """The metrics as a pandas DataFrame (built on first use)."""
-        return self.metrics_table.frame()
-
-    @cached_property
-    def diagnostics(self) -> pd.DataFrame | None:
-        """The diagnostics as a pandas DataFrame (built on first use), if recorded."""
-        return None if self.diagnostics_table is None else self.diagnostics_table.frame()
-
-    def final(self, rule: str, metric: str, statistic: str = "mean", group: str = "all") -> float:
-        """The summary's final value of ``metric`` under ``rule`` (see README, results format)."""
-        node = self.summary["rules"][rule]
-        if group != "all":
-            node = node["groups"][group]
-        return float(node["final"][metric][statistic])
-
-    def save(self, out: str | Path, overwrite: bool = False) -> Path:
-        """Write the results folder atomically (see :mod:`byzmtl.results`)."""
-        from byzmtl.results import write_results
-
-        return write_results(self, Path(out), overwrite)
-
-
-def _summary(
-    experiment: Experiment,
-    state: SimState,
-    recorder: Recorder,
-    diagnostics: Diagnostics,
-    table: Table,
-    wall: float,
-    compute: float,
-) -> dict:
-    case, config = experiment.case, experiment.config
-    diagnosed = diagnostics.summary(case.final_fraction, table)
-    arrays = recorder.arrays()
-    records = recorder.n_records
-    window = max(1, round(case.final_fraction * records))
-    contained = (
-        np.zeros((len(recorder.rule_names), 2), dtype=np.int64)
-        if state.contained is None
-        else state.contained.cpu().numpy()
-    )
-    worst = recorder.worst() if records else None
-    rules: dict[str, Any] = {}
-    for r, rule in enumerate(recorder.rule_names):
-        per_subset: dict[str, Any] = {}
-        for s, subset in enumerate(recorder.subset_names):
-            per_subset[subset] = {}
-            for metric, values in arrays.items():
-                final = {
-                    stat: float(np.mean(values[-window:, r, s, i]))
-                    for i, stat in enumerate(recorder.statistics)
-                }
-                if worst is not None:
-                    final["worst"] = float(worst[metric][r, s])
-                per_subset[subset][metric] = final
-        entry: dict[str, Any] = {"final": per_subset.pop("all")}
-        if per_subset:
-            entry["groups"] = {name: {"final": value} for name, value in per_subset.items()}
-        entry["diagnostics"] = diagnosed[rule]
-        entry["contained"] = {
-            "local_steps": int(contained[r, 0]),
-            "combinations": int(contained[r, 1]),
-        }
-        rules[rule] = entry
-    return {
-        "case": case.name,
-        "seed": config.seed,
-        "attack": config.attack,
-        "byzantine": experiment.byzantine.tolist(),
-        "agents": case.n_agents,
-        "agent_groups": [
-            case.group_names[g] if g < len(case.group_names) else str(g) for g in case.groups
-        ],
-        "edges": experiment.graph.n_edges,
-        "time_unit": case.time_unit,
-        "records": records,
-        "final_window": window,
-        "metrics": list(case.metric_names),
-        "groups": list(case.group_names),
-        "plot": {
-            "groups": list(case.group_names) if case.plot_groups else [],
-            "log_metrics": sorted(case.log_metrics),
-        },
-        "diagnostics": {
-            "regret_reference": None if diagnostics.reference is None else NO_COOPERATION,
-            "regret_metric": diagnostics.loss_metric,
-            "rounds": case.n_rounds,
-        },
-        "wall_seconds": wall,
-        "compute_seconds": compute,
-        "versions": {
-            "byzmtl": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-        },
-        "rules": rules,
-    }
 
 
 def checkpoint_period(config: RunConfig, case: CaseStudy) -> int | None:
@@ -582,5 +414,5 @@ def run(
         metrics = recorder.columns(case.time_unit, times)
         table = diagnostics.columns()
     wall = time.perf_counter() - started
-    summary = _summary(experiment, state, recorder, diagnostics, table, wall, compute)
+    summary = summarise(experiment, state, recorder, diagnostics, table, wall, compute)
     return Result(experiment.config, metrics, summary, experiment, state, table)
