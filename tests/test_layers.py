@@ -73,6 +73,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("studies", ("matrix", "resume")),
     ("benchmark", ("bench",)),
     ("processes", ("distributed",)),
+    ("arguments", ("arguments",)),
     ("command line", ("cli",)),
     ("entry points", ("__main__", "byzmtl")),
 )
