@@ -102,6 +102,8 @@ class Neighbourhoods:
     def _replicated_receivers(self, replicas: int) -> Tensor:
         """(R * E,) receiver of each edge of R stacked copies of the graph, copy r's agents
         numbered r * N .. r * N + N - 1."""
+        if replicas == 1:  # the edge list itself: no copy
+            return self.receivers
         key = ("receivers", replicas)
         if key not in self._cache:
             shift = torch.arange(replicas, device=self.receivers.device)[:, None] * self.n_agents
