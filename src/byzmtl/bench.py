@@ -224,5 +224,8 @@ def table(results: dict[str, Any]) -> str:
 
 if __name__ == "__main__":  # a scaling point in its own process: --point AGENTS ROUNDS [NBRS]
     if sys.argv[1:2] == ["--point"]:
+        from byzmtl.allocator import limit_heap_retention
+
+        limit_heap_retention()  # as the command line does
         numbers = [int(a) for a in sys.argv[2:5]]
         print(json.dumps(scaling_point(*numbers)))

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from byzmtl import catalogue as catalogues
 from byzmtl import threads
+from byzmtl.allocator import limit_heap_retention
 from byzmtl.names import NO_ATTACK
 from byzmtl.version import __version__
 
@@ -546,6 +547,7 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    limit_heap_retention()  # freed temporaries go back to the system (byzmtl.allocator)
     try:
         parser = build_parser()
         argv = sys.argv[1:] if argv is None else list(argv)
