@@ -6,6 +6,7 @@
 One process; before each phase the kernel's peak resident set (``VmHWM``) is reset (writing 5
 to ``/proc/self/clear_refs``), so each phase reports its own peak and the resident memory it
 leaves behind (``VmRSS``), both in GB (1e9 bytes). tracemalloc would not see torch's memory.
+Another version of the library is measured with ``PYTHONPATH=/path/to/its/src``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ def measure(agents: int, rounds: int) -> list[dict[str, Any]]:
     import numpy as np
     import torch
 
+    try:  # as the command line does (versions before byzmtl.allocator: nothing to set)
+        from byzmtl.allocator import limit_heap_retention
+
+        limit_heap_retention()
+    except ImportError:
+        pass
     from byzmtl.config import parse
     from byzmtl.engine.simulation import Simulation
     from byzmtl.experiment import build_graph
