@@ -10,9 +10,9 @@ Memory. A run of N agents, E edges (self-loops included), d parameters per model
 (replicas), T rounds and K records holds, in bytes (s: the size of a number of the run's dtype)
 
     models    6 R N d s          state, local steps, combination, their copies within a round
-    edges     (8 R s + 180) E    losses, scores, weights, masks per replica; the edge lists and
+    edges     (8 R s + EDGE) E   losses, scores, weights, masks per replica; the edge lists and
                                  the temporaries of building the graph
-    agents    200 N              identities, positions, noise levels, groups, ...
+    agents    AGENT N            identities, positions, noise levels, groups, ...
     records   8 R (S Q K + 4 T)  per record and subset S: Q statistics of every metric; per
                                  round four diagnostics
 
@@ -56,6 +56,8 @@ ELEMENT_SECONDS = {"cpu": 1e-10}  # per value touched; other devices: DEFAULT_EL
 DEFAULT_ELEMENT_SECONDS = 1e-12
 MAX_SECONDS = 7 * 86400.0
 GIB = 1024**3
+EDGE_BYTES = 40.0  # per edge besides the replicas' 8 R s: the module docstring's EDGE
+AGENT_BYTES = 250.0  # per agent: the module docstring's AGENT
 _UNLIMITED = 1 << 60  # cgroup limits at or above this mean "no limit"
 
 
@@ -86,8 +88,8 @@ def bytes_needed(size: Size) -> dict[str, float]:
     r, s = size.replicas, size.itemsize
     network = (
         6.0 * r * size.agents * size.parameters * s
-        + (8.0 * r * s + 180.0) * size.edges
-        + 200.0 * size.agents
+        + (8.0 * r * s + EDGE_BYTES) * size.edges
+        + AGENT_BYTES * size.agents
     )
     per_record = size.subsets * size.statistics * size.metrics
     records = 8.0 * r * (per_record * size.records + 4.0 * size.rounds) + 8.0 * size.rounds
