@@ -46,9 +46,15 @@ def all_pairs_geometric(
     [(1, 0, 10, 1.0), (2, 1, None, 5.0), (300, 0, 10, 1.0), (300, 5, 3, 1.5), (2000, 3, 10, 1.0),
      (2000, 4, None, 0.7), (2000, 9, 1, 1.0)],
 )  # fmt: skip
-def test_geometric_in_blocks_equals_all_pairs(monkeypatch, block, n, seed, cap, radius) -> None:
+@pytest.mark.parametrize("layout", ["uniform", "grid"])
+def test_geometric_in_blocks_equals_all_pairs(
+    monkeypatch, block, n, seed, cap, radius, layout
+) -> None:
+    monkeypatch.setattr(graphs, "ALL_PAIRS_BELOW", 0)  # the k-d tree, block by block
     monkeypatch.setattr(graphs, "_BLOCK_RECEIVERS", block)
     positions = 3.0 * np.sqrt(n / 100) * rng.uniform(seed, "position", rng.agent_keys(n), 0, 2)
+    if layout == "grid":  # many distances exactly at the radius
+        positions = np.round(positions * 2) / 2
     keys = np.random.default_rng(seed).permutation(n).astype(np.uint64)  # identities scattered
     built = graphs.geometric(positions, radius, cap, seed, keys)
     reference = all_pairs_geometric(positions, radius, cap, seed, keys)
