@@ -55,6 +55,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "threads",
             "tables",
             "datasets",
+            "allocator",
         ),
     ),
     ("graphs", ("graph",)),

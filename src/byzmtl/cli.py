@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from byzmtl import catalogue as catalogues
 from byzmtl import threads
+from byzmtl.allocator import limit_heap_retention
 from byzmtl.arguments import EXIT_BAD_INPUT, csv
 from byzmtl.arguments import build_parser as parser_of
 from byzmtl.names import NO_ATTACK
@@ -390,6 +391,7 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    limit_heap_retention()  # freed temporaries go back to the system (byzmtl.allocator)
     try:
         parser = build_parser()
         argv = sys.argv[1:] if argv is None else list(argv)

@@ -19,6 +19,7 @@ from byzmtl import rng
 
 if TYPE_CHECKING:  # networkx and scipy are imported where used: most runs need neither
     import networkx as nx
+    from scipy.spatial import cKDTree
 
 ALL_PAIRS_BELOW = 2048
 """Agents below which :func:`geometric` compares all pairs instead of building a k-d tree
@@ -237,9 +238,9 @@ def geometric(
     leaves more than ``max_neighbours`` agents (self included), k keeps itself plus
     ``max_neighbours - 1`` of the others chosen uniformly at random, so the result may be
     asymmetric. Neighbour search compares all pairs below :data:`ALL_PAIRS_BELOW` agents and
-    uses a k-d tree above (both keep exactly the pairs with squared distance <= radius^2,
-    summed over the coordinates in order); sampling is keyed on (seed, receiver key, sender
-    key).
+    uses a k-d tree above, block by block of receivers (both keep exactly the pairs with
+    squared distance <= radius^2, summed over the coordinates in order); sampling is keyed on
+    (seed, receiver key, sender key).
     """
     positions = np.asarray(positions, dtype=np.float64)
     n = len(positions)
@@ -248,17 +249,79 @@ def geometric(
         raise GraphError(f"geometric radius must be positive, got {radius}")
     if max_neighbours is not None and max_neighbours < 1:
         raise GraphError(f"max_neighbours must be >= 1 (self included), got {max_neighbours}")
-    pairs = close_pairs(positions, radius)
-    receivers = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    senders = np.concatenate([pairs[:, 1], pairs[:, 0]])
-    if max_neighbours is not None:
-        priority = rng.uniform(seed, "neighbour-sampling", keys[receivers], keys[senders])[:, 0]
-        order = np.argsort(receivers + priority)  # receiver, then priority
-        receivers, senders = receivers[order], senders[order]
-        starts = np.searchsorted(receivers, receivers, side="left")
-        keep = np.arange(len(receivers)) - starts < max_neighbours - 1
-        receivers, senders = receivers[keep], senders[keep]
-    return from_edges(n, receivers, senders, positions)
+    if n < ALL_PAIRS_BELOW:
+        pairs = close_pairs(positions, radius)
+        receivers = np.concatenate([pairs[:, 0], pairs[:, 1]])
+        senders = np.concatenate([pairs[:, 1], pairs[:, 0]])
+        receivers, senders = _sampled(receivers, senders, max_neighbours, seed, keys)
+        return from_edges(n, receivers, senders, positions)
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(positions)
+    blocks = [
+        _geometric_block(tree, positions, first, radius, max_neighbours, seed, keys)
+        for first in range(0, n, _BLOCK_RECEIVERS)
+    ]
+    key = np.concatenate([np.zeros(0, dtype=np.int64), *blocks])
+    del blocks
+    return Graph(n, key // n, key % n, positions)
+
+
+_BLOCK_RECEIVERS = 1 << 15  # receivers whose neighbours are found and sampled at once
+
+
+def _sampled(
+    receivers: np.ndarray,
+    senders: np.ndarray,
+    max_neighbours: int | None,
+    seed: int,
+    keys: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate edges (receiver, sender) each receiver keeps: all of them, or its
+    ``max_neighbours - 1`` of smallest priority (receivers in increasing order)."""
+    if max_neighbours is None:
+        return receivers, senders
+    priority = rng.uniform(seed, "neighbour-sampling", keys[receivers], keys[senders])[:, 0]
+    order = np.argsort(receivers + priority)  # receiver, then priority
+    receivers, senders = receivers[order], senders[order]
+    starts = np.searchsorted(receivers, receivers, side="left")
+    keep = np.arange(len(receivers)) - starts < max_neighbours - 1
+    return receivers[keep], senders[keep]
+
+
+def _geometric_block(
+    tree: cKDTree,
+    positions: np.ndarray,
+    first: int,
+    radius: float,
+    max_neighbours: int | None,
+    seed: int,
+    keys: np.ndarray,
+) -> np.ndarray:
+    """The edges of receivers ``first .. first + _BLOCK_RECEIVERS - 1`` of :func:`geometric`,
+    self-loops included, as sorted keys ``receiver * n + sender``.
+
+    The same edges as taking every pair within ``radius`` at once (the k-d tree's
+    ``query_pairs``) and sampling all receivers together: the pairs of a block come from the
+    distances between the block's points and all points, within ``radius`` (``<=``), and the
+    sampling order of receiver k's candidates is the same float64 key ``k + priority``; only
+    its memory is bounded by the block (tested against the all-pairs construction)."""
+    from scipy.spatial import cKDTree
+
+    n = len(positions)
+    last = min(first + _BLOCK_RECEIVERS, n)
+    found = cKDTree(positions[first:last]).sparse_distance_matrix(
+        tree, radius, output_type="ndarray"
+    )
+    receivers = found["i"].astype(np.int64) + first
+    senders = found["j"].astype(np.int64)
+    del found
+    others = receivers != senders
+    receivers, senders = _sampled(receivers[others], senders[others], max_neighbours, seed, keys)
+    own = np.arange(first, last, dtype=np.int64)
+    key = np.concatenate([receivers * n + senders, own * n + own])
+    key.sort()
+    return key
 
 
 def close_pairs(positions: np.ndarray, radius: float) -> np.ndarray:

@@ -14,6 +14,8 @@ from torch import Tensor
 from byzmtl.graph import Graph
 from byzmtl.ops import branches_freely, segment_sums, within_range
 
+_CACHED_EDGES = 1 << 16  # per-edge constants of edge lists up to this size are kept
+
 
 @dataclass(frozen=True, eq=False)
 class Neighbourhoods:
@@ -63,12 +65,17 @@ class Neighbourhoods:
 
     def score_floor(self, dtype: torch.dtype) -> Tensor:
         """(E,): 2 |N_k| / finfo.max on every edge (k, l), the smallest score :func:`inverse`
-        inverts: below it 1 / score would let a neighbourhood's sum of affinities overflow."""
+        inverts: below it 1 / score would let a neighbourhood's sum of affinities overflow.
+        Kept for small edge lists; recomputed (the same numbers) for large ones, whose shards
+        would otherwise hold 8 bytes per edge of the whole graph for it."""
         key = ("score_floor", dtype)
-        if key not in self._cache:
-            degrees = self.degrees.to(dtype).index_select(0, self.receivers)
-            self._cache[key] = degrees * (2.0 / torch.finfo(dtype).max)
-        return self._cache[key]  # type: ignore[return-value]
+        if key in self._cache:
+            return self._cache[key]  # type: ignore[return-value]
+        degrees = self.degrees.to(dtype).index_select(0, self.receivers)
+        floor = degrees.mul_(2.0 / torch.finfo(dtype).max)
+        if self.n_edges <= _CACHED_EDGES:
+            self._cache[key] = floor
+        return floor
 
     @cached_property
     def receiver_self_edge(self) -> Tensor:
@@ -102,6 +109,8 @@ class Neighbourhoods:
     def _replicated_receivers(self, replicas: int) -> Tensor:
         """(R * E,) receiver of each edge of R stacked copies of the graph, copy r's agents
         numbered r * N .. r * N + N - 1."""
+        if replicas == 1:  # the edge list itself: no copy
+            return self.receivers
         key = ("receivers", replicas)
         if key not in self._cache:
             shift = torch.arange(replicas, device=self.receivers.device)[:, None] * self.n_agents

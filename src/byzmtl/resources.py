@@ -10,9 +10,9 @@ Memory. A run of N agents, E edges (self-loops included), d parameters per model
 (replicas), T rounds and K records holds, in bytes (s: the size of a number of the run's dtype)
 
     models    6 R N d s          state, local steps, combination, their copies within a round
-    edges     (8 R s + 180) E    losses, scores, weights, masks per replica; the edge lists and
-                                 the temporaries of building the graph
-    agents    200 N              identities, positions, noise levels, groups, ...
+    edges     (16 R s + 16) E    losses, scores, weights, masks, attack messages and
+                                 diagnostics per replica; the edge lists
+    agents    50 N               identities, positions, noise levels, groups, ...
     records   8 R (S Q K + 4 T)  per record and subset S: Q statistics of every metric; per
                                  round four diagnostics
 
@@ -21,10 +21,12 @@ and must fit in the memory available. On an accelerator that is its free memory
 limit of the process's cgroup (v2 ``memory.max`` less ``memory.current`` up the hierarchy, or
 v1 ``memory.limit_in_bytes`` less ``memory.usage_in_bytes``). Where neither can be read (not
 Linux) memory is not checked. The constants are fitted to peaks measured on target
-localization (peak resident memory above the imported process, 2026-12-02): 1e5 agents, 1e6
-edges, 4 rules: 0.50 GB measured, 0.49 estimated; 1 rule: 0.29 GB and 0.27; 1e6 agents, 1e7
-edges, 1 rule: 2.6 GB (benchmarks/RESULTS.md) and 2.7. Rules that pad neighbourhoods (krum,
-median...) take more (3e4 agents, 6 rules: 0.26 GB, 0.19 estimated). It leaves out a learning
+localization (peak resident memory above the imported process, 2026-12-02, after the geometric
+graph was built in blocks): 1e6 agents, 1e7 edges, 1 rule, no attackers: 0.91 GB measured
+(``byzmtl bench``: 141 B per agent and 77 B per edge), 1.59 GB estimated; 1e5 agents, 1e6 edges,
+the paper's 4 rules, 20 attackers, the whole run: 0.58 GB measured, 0.57 estimated. So it errs
+high for one rule without attackers (by up to 2x) rather than low for several with them. Rules
+that pad neighbourhoods (krum, median...) take more. It leaves out a learning
 case study's data and the messages gathered shard by shard (bounded by the shard size).
 
 Time. Every round costs at least ``ROUND_SECONDS`` = 20 us, the engine's fixed work: the
@@ -56,6 +58,9 @@ ELEMENT_SECONDS = {"cpu": 1e-10}  # per value touched; other devices: DEFAULT_EL
 DEFAULT_ELEMENT_SECONDS = 1e-12
 MAX_SECONDS = 7 * 86400.0
 GIB = 1024**3
+REPLICA_EDGE_NUMBERS = 16.0  # numbers of the run's dtype per edge and replica
+EDGE_BYTES = 16.0  # per edge besides the replicas' (module docstring)
+AGENT_BYTES = 50.0  # per agent besides the models (module docstring)
 _UNLIMITED = 1 << 60  # cgroup limits at or above this mean "no limit"
 
 
@@ -86,8 +91,8 @@ def bytes_needed(size: Size) -> dict[str, float]:
     r, s = size.replicas, size.itemsize
     network = (
         6.0 * r * size.agents * size.parameters * s
-        + (8.0 * r * s + 180.0) * size.edges
-        + 200.0 * size.agents
+        + (REPLICA_EDGE_NUMBERS * r * s + EDGE_BYTES) * size.edges
+        + AGENT_BYTES * size.agents
     )
     per_record = size.subsets * size.statistics * size.metrics
     records = 8.0 * r * (per_record * size.records + 4.0 * size.rounds) + 8.0 * size.rounds

@@ -44,7 +44,8 @@ class CombineLayout:
             size = edges.n_agents * n_agents
             dense = (edges.receivers * n_agents + edges.senders + copies * size).reshape(-1)
         else:
-            sparse = _csr(edges.degrees.repeat(rules), edges.senders + copies * n_agents)
+            columns = edges.senders if rules == 1 else edges.senders + copies * n_agents
+            sparse = _csr(edges.degrees.repeat(rules), columns)  # one rule: no copy
         receivers = edges.receivers.index_select(0, shard.attacked)
         counts = torch.bincount(receivers, minlength=edges.n_agents).repeat(rules)
         slots = torch.arange(shard.attacked.numel(), device=device)

@@ -63,6 +63,35 @@ def _agent_ids(ids: Sequence[int] | np.ndarray, n_agents: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
+def cat_releasing(pieces: list[Tensor], dim: int = 0) -> Tensor:
+    """``torch.cat(pieces, dim)``, the same tensor, dropping the list's reference to each piece
+    as soon as it is copied (the list ends empty): a piece nothing else holds is freed before
+    the next one is copied."""
+    first = pieces[0]
+    rest = (first.shape[:dim], first.shape[dim + 1 :])
+    if any(
+        p.dtype != first.dtype
+        or p.device != first.device
+        or (p.shape[:dim], p.shape[dim + 1 :]) != rest
+        for p in pieces
+    ):
+        out = torch.cat(pieces, dim)  # torch's own rules (promotion, errors)
+        pieces.clear()
+        return out
+    shape = list(first.shape)
+    shape[dim] = sum(piece.shape[dim] for piece in pieces)
+    out = first.new_empty(shape)
+    del first
+    at = 0
+    for i in range(len(pieces)):
+        piece, pieces[i] = pieces[i], None  # type: ignore[call-overload]
+        out.narrow(dim, at, piece.shape[dim]).copy_(piece)
+        at += piece.shape[dim]
+        del piece
+    pieces.clear()
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class Round:
     """One round as the score, weigh and combine steps see it."""
@@ -198,7 +227,7 @@ class Simulation:
                 self.device,
             )
         round_, i = front.round_, state.iteration
-        new, weights, rule_states = self._joined(parts)
+        new, weights, rule_states = self._joined(parts)  # empties parts (and front.parts)
         new, failed_combinations = keep_finite(new, round_.psi)
         new = self._byzantine_models(new, round_)
         contained = count_contained(
@@ -357,16 +386,35 @@ class Simulation:
         return raw.nan_to_num_(nan=torch.inf, posinf=torch.inf)
 
     def _joined(self, parts: list[_Part]) -> _Part:
-        """The shards' models, weights and rule states as whole-graph tensors."""
+        """The shards' models, weights and rule states as whole-graph tensors. Empties
+        ``parts``: each shard's piece is released as soon as it is copied, so that the join
+        holds the whole round's outputs about once, not twice (as ``torch.cat`` would)."""
         if len(parts) == 1:
-            return parts[0]
-        models = torch.cat([models for models, _, _ in parts], 1)
-        weights = [
-            None if parts[0][1][r] is None else torch.cat([part[1][r] for part in parts])  # type: ignore[misc]
+            return parts.pop()
+        models = [part[0] for part in parts]
+        weights: list[list[Tensor | None]] = [[] for _ in range(self.replicas)]
+        edges: list[dict[str, list[Tensor]]] = [{} for _ in range(self.replicas)]
+        agents: list[dict[str, list[Tensor]]] = [{} for _ in range(self.replicas)]
+        for part in parts:
+            for r in range(self.replicas):
+                weights[r].append(part[1][r])
+                for key, value in part[2][r].edges.items():
+                    edges[r].setdefault(key, []).append(value)
+                for key, value in part[2][r].agents.items():
+                    agents[r].setdefault(key, []).append(value)
+        parts.clear()
+        joined_weights = [
+            None if pieces[0] is None else cat_releasing(pieces)  # type: ignore[arg-type]
+            for pieces in weights
+        ]
+        states = [
+            RuleState(
+                {key: cat_releasing(pieces) for key, pieces in edges[r].items()},
+                {key: cat_releasing(pieces) for key, pieces in agents[r].items()},
+            )
             for r in range(self.replicas)
         ]
-        states = [RuleState.joined([part[2][r] for part in parts]) for r in range(self.replicas)]
-        return models, weights, states
+        return cat_releasing(models, 1), joined_weights, states
 
     def _byzantine_models(self, new: Tensor, round_: Round) -> Tensor:
         """Byzantine agents do not combine: w_b = psi_b, or what the attack sets (if finite)."""

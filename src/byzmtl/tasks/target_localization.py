@@ -44,7 +44,8 @@ from byzmtl.tasks.base import (
     assign_groups,
 )
 
-_CHUNK_VALUES = 1 << 21  # samples generated at once: (iterations x agents) per chunk
+_CHUNK_VALUES = 1 << 19  # samples generated at once: (iterations x agents) per chunk, at least
+# one iteration (each chunk holds 5 numbers per value; generating it takes about 5x more)
 
 
 class TargetLocalizationSettings(Settings):
