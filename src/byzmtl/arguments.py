@@ -29,20 +29,21 @@ def csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def ids(text: str) -> list[int]:
-    try:
-        return [int(item) for item in csv(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated agent ids, got {text!r}"
-        ) from None
+def integers(what: str) -> Callable[[str], list[int]]:
+    """A parser of comma-separated integers, naming ``what`` they are in its error."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            return [int(item) for item in csv(text)]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what}, got {text!r}"
+            ) from None
+
+    return parse
 
 
-def seeds(text: str) -> list[int]:
-    try:
-        return [int(item) for item in csv(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}") from None
+ids, seeds = integers("agent ids"), integers("seeds")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
