@@ -79,15 +79,14 @@ def heavy_imports() -> Iterator[None]:
     enabled = gc.isenabled()
     gc.disable()
     hold = hasattr(signal, "pthread_sigmask")
-    if hold:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hold else None
     try:
         yield
     finally:
         if enabled:
             gc.enable()
-        if hold:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if before is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -392,6 +391,8 @@ def _quiet_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     limit_heap_retention()  # freed temporaries go back to the system (byzmtl.allocator)
+    if hasattr(signal, "pthread_sigmask"):  # Ctrl-C works whatever mask the parent left blocked
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
         parser = build_parser()
         argv = sys.argv[1:] if argv is None else list(argv)
