@@ -253,3 +253,26 @@ def test_a_failed_figure_process_is_one_warning_and_the_folder_is_complete(
     names = {p.name for p in (tmp_path / "r").iterdir()}
     assert {"figure.png", "diagnostics.png", "network.png", "metrics.csv", "summary.json"} <= names
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["warnings"] == []
+
+
+def test_ctrl_c_works_when_the_parent_ignores_it(tmp_path: Path) -> None:
+    """A child inherits an ignored SIGINT (a shell's background job, a test runner): the command
+    line takes Ctrl-C back."""
+    out = tmp_path / "run"
+    args = [*SHORT[:2], "--iterations", "200000", "--rules", "loss", "--out", str(out)]
+    process = subprocess.Popen(
+        [*BYZMTL, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        _wait_for(lambda: any(tmp_path.glob(".run.byzmtl-lock")), process)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert not out.exists()

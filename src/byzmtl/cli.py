@@ -37,6 +37,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -393,6 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit_heap_retention()  # freed temporaries go back to the system (byzmtl.allocator)
     if hasattr(signal, "pthread_sigmask"):  # Ctrl-C works whatever mask the parent left blocked
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # an inherited ignore
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         parser = build_parser()
         argv = sys.argv[1:] if argv is None else list(argv)
