@@ -232,6 +232,38 @@ def test_figures_from_the_figure_process_are_those_drawn_here(tmp_path: Path) ->
         assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
 
 
+@pytest.mark.parametrize("title_right", [True, False])
+def test_a_network_drawn_early_is_the_one_drawn_here(tmp_path: Path, title_right: bool) -> None:
+    """The network figure drawn while the run computes (and the figures drawn by the worker and
+    its fork) are byte for byte those drawn in this process; one drawn under another title
+    than the folder's is drawn again."""
+    from byzmtl.destination import claim
+    from byzmtl.figure_process import WORKER, FigureProcess
+    from byzmtl.names import run_title
+    from byzmtl.outcome import identity
+    from byzmtl.results import RUN, write_into, write_results
+
+    result = _quick_result()
+    experiment, case = result.experiment, result.experiment.case
+    assert run_title(identity(experiment)) == run_title(result.summary)
+    title = run_title(result.summary) if title_right else "another run"
+    with (
+        FigureProcess.start(WORKER) as figures,
+        claim(tmp_path / "child", False, RUN) as destination,
+    ):
+        figures.draw_network(
+            experiment.graph, case.groups, case.group_names, experiment.byzantine, title
+        )
+        assert figures.has_network
+        write_into(result, destination, figures)
+        assert not figures.has_network  # its temporary folder is gone
+    write_results(result, tmp_path / "here")
+    names = sorted(p.name for p in (tmp_path / "here").iterdir())
+    assert sorted(p.name for p in (tmp_path / "child").iterdir()) == names
+    for name in ("figure.png", "diagnostics.png", "network.png", "summary.json"):
+        assert (tmp_path / "child" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
+
+
 def test_a_failed_figure_process_is_one_warning_and_the_folder_is_complete(
     tmp_path: Path,
 ) -> None:

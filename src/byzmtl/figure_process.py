@@ -7,8 +7,11 @@ used): the command line starts the process before it imports torch.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
 
 
 WORKER = (sys.executable, "-m", "byzmtl.plots.worker")
+ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # figures need no more
 
 
 class FigureProcess:
@@ -31,13 +35,15 @@ class FigureProcess:
     :func:`byzmtl.plots.draw_figures` does in this process. Whatever happens to it, the results
     folder is complete: where the process cannot be started or fails, :meth:`draw` returns
     None with :attr:`failure` saying why, and :mod:`byzmtl.results` draws the figures in its
-    own process after a one-line warning. It runs in a session of its own (a Ctrl-C reaches
-    this process only, which stops it), reads its one request from stdin and exits when stdin
-    closes, so it never outlives this process for long.
+    own process after a one-line warning. :meth:`draw_network` has it draw the network figure
+    while the run computes. It runs in a session of its own (a Ctrl-C reaches this process
+    only, which stops it), reads its requests from stdin and exits when stdin closes, so it
+    never outlives this process for long.
     """
 
     def __init__(self, process: subprocess.Popen[str] | None, reason: str = "") -> None:
         self._process, self._reason = process, reason
+        self._early: Path | None = None  # the folder of the network drawn early
 
     @classmethod
     def start(cls, command: Sequence[str] | None = None) -> FigureProcess:
@@ -50,6 +56,7 @@ class FigureProcess:
         try:
             process = subprocess.Popen(
                 command,
+                env={**os.environ, **dict.fromkeys(ONE_THREAD, "1")},
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -78,11 +85,48 @@ class FigureProcess:
             process.kill()
         if process is not None:
             process.communicate()
+        self._forget_early()
+
+    def _forget_early(self) -> None:
+        if self._early is not None:
+            shutil.rmtree(self._early, ignore_errors=True)
+            self._early = None
+
+    def draw_network(
+        self,
+        graph: Graph,
+        groups: Sequence[int] | np.ndarray,
+        group_names: Sequence[str],
+        byzantine: Sequence[int] | np.ndarray,
+        title: str,
+    ) -> None:
+        """Have the process draw the network figure now, titled ``title``, while this process
+        computes (in a temporary folder of its own); :meth:`draw` then puts it into the
+        results folder, or draws it again where the folder's title differs. A process that
+        cannot be asked fails as :meth:`draw` would."""
+        if self._process is None or self._early is not None:
+            return
+        self._early = Path(tempfile.mkdtemp(prefix="byzmtl-network-"))
+        inputs = self._early / "input.npz"
+        save_network_input(inputs, graph, groups, group_names, byzantine)
+        try:
+            assert self._process.stdin is not None
+            self._process.stdin.write(json.dumps({"network": str(inputs), "title": title}) + "\n")
+            self._process.stdin.flush()
+        except OSError as error:
+            self._reason = f"cannot ask the figure process: {error}"
+            self.close()
+
+    @property
+    def has_network(self) -> bool:
+        """Whether the network figure was asked for already (:meth:`draw_network`)."""
+        return self._early is not None
 
     def draw(self, folder: Path, band: str, network: Path | None) -> list[str] | None:
         """Draw the figures of ``folder`` (and write network.npz from ``network``, the input
-        file of :func:`save_network_input`); the one-line warnings of what was not drawn, or
-        None (with :attr:`failure` set) when the process failed."""
+        file of :func:`save_network_input`, or from :meth:`draw_network`'s); the one-line
+        warnings of what was not drawn, or None (with :attr:`failure` set) when the process
+        failed."""
         process, self._process = self._process, None
         if process is None:
             return None
@@ -93,6 +137,8 @@ class FigureProcess:
             process.kill()
             process.communicate()
             raise
+        finally:
+            self._forget_early()
         try:
             answer = json.loads(out.strip().splitlines()[-1]) if out.strip() else None
             lines = answer["warnings"] if isinstance(answer, dict) else None

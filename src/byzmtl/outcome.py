@@ -60,6 +60,17 @@ class Result:
         return write_results(self, Path(out), overwrite)
 
 
+def identity(experiment: Experiment) -> dict[str, Any]:
+    """What names a run in its summary (and in its figures' titles): case, seed, attack and
+    the Byzantine agents."""
+    return {
+        "case": experiment.case.name,
+        "seed": experiment.config.seed,
+        "attack": experiment.config.attack,
+        "byzantine": experiment.byzantine.tolist(),
+    }
+
+
 def summarise(
     experiment: Experiment,
     state: SimState,
@@ -72,7 +83,7 @@ def summarise(
     """summary.json of a finished run: for every rule (and group) the final-window mean of every
     recorded statistic (``final``; ``worst``: the worst normal agent's own final-window mean),
     its diagnostics and containment counts; the run's identity, sizes, timings and versions."""
-    case, config = experiment.case, experiment.config
+    case = experiment.case
     diagnosed = diagnostics.summary(case.final_fraction, table)
     arrays = recorder.arrays()
     records = recorder.n_records
@@ -106,10 +117,7 @@ def summarise(
         }
         rules[rule] = entry
     return {
-        "case": case.name,
-        "seed": config.seed,
-        "attack": config.attack,
-        "byzantine": experiment.byzantine.tolist(),
+        **identity(experiment),
         "agents": case.n_agents,
         "agent_groups": [
             case.group_names[g] if g < len(case.group_names) else str(g) for g in case.groups

@@ -141,15 +141,16 @@ def _draw_figures(result: Result, folder: Path, figures: FigureProcess | None = 
     if figures is not None and figures.started:
         inputs = folder / ".network-input.npz"  # removed before the folder is committed
         try:
-            experiment = result.experiment
-            save_network_input(
-                inputs,
-                experiment.graph,
-                experiment.case.groups,
-                experiment.case.group_names,
-                experiment.byzantine,
-            )
-            drawn = figures.draw(folder, _band(result), inputs)
+            if not figures.has_network:
+                experiment = result.experiment
+                save_network_input(
+                    inputs,
+                    experiment.graph,
+                    experiment.case.groups,
+                    experiment.case.group_names,
+                    experiment.byzantine,
+                )
+            drawn = figures.draw(folder, _band(result), None if figures.has_network else inputs)
         finally:
             inputs.unlink(missing_ok=True)
         if drawn is not None:

@@ -18,20 +18,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from byzmtl.names import run_title
 from byzmtl.plots.curves import metrics_figure
 from byzmtl.plots.diagnostics import diagnostics_figure
 from byzmtl.plots.network import load_network, network_figure
 from byzmtl.plots.saving import check_formats, save_figure
 from byzmtl.plots.style import band_columns
-
-
-def run_title(summary: dict[str, Any]) -> str:
-    """'case: k Byzantine (attack), seed s', or 'case: no attack, seed s'."""
-    if not summary:
-        return ""
-    byzantine = len(summary.get("byzantine") or [])
-    attack = f"{byzantine} Byzantine ({summary.get('attack')})" if byzantine else "no attack"
-    return f"{summary.get('case', '?')}: {attack}, seed {summary.get('seed', '?')}"
 
 
 def _plot_hints(summary: dict[str, Any]) -> tuple[list[str], list[str] | None]:
@@ -68,15 +60,24 @@ def _diagnostics_time(table: pd.DataFrame, summary: dict[str, Any]) -> str:
     return "round"
 
 
+FIGURES = ("figure", "diagnostics", "network")
+
+
 def draw_figures(
-    run_dir: Path | str, formats: Sequence[str] = ("png",), band: str = "minmax"
+    run_dir: Path | str,
+    formats: Sequence[str] = ("png",),
+    band: str = "minmax",
+    names: Sequence[str] = FIGURES,
 ) -> list[str]:
-    """Draw figure.*, diagnostics.* and network.* of the results folder ``run_dir`` from its
-    files, in every format of ``formats``. A figure that cannot be drawn (missing or broken
-    file) is skipped; the return value has one line per figure skipped or drawn otherwise than
-    asked (e.g. min-max bands for lack of percentile columns). Bad ``formats`` or ``band``:
-    ValueError."""
+    """Draw the figures ``names`` (of figure.*, diagnostics.* and network.*) of the results
+    folder ``run_dir`` from its files, in every format of ``formats``. A figure that cannot be
+    drawn (missing or broken file) is skipped; the return value has one line per figure
+    skipped or drawn otherwise than asked (e.g. min-max bands for lack of percentile columns).
+    Bad ``formats``, ``band`` or ``names``: ValueError."""
     run_dir, formats = Path(run_dir), check_formats(formats)
+    unknown = [name for name in names if name not in FIGURES]
+    if unknown:
+        raise ValueError(f"figure: {unknown[0]!r} is not one of {', '.join(FIGURES)}")
     low, high, _ = band_columns(band)
     warnings: list[str] = []
     try:
@@ -93,15 +94,15 @@ def draw_figures(
 
     def figure() -> Figure:
         metrics = pd.read_csv(run_dir / "metrics.csv")
-        names = summary.get("metrics") or [c[:-5] for c in metrics.columns if c.endswith("_mean")]
+        shown = summary.get("metrics") or [c[:-5] for c in metrics.columns if c.endswith("_mean")]
         time_name = summary.get("time_unit") or metrics.columns[2]
         chosen = band
-        missing = [f"{m}_{s}" for m in names for s in (low, high) if f"{m}_{s}" not in metrics]
+        missing = [f"{m}_{s}" for m in shown for s in (low, high) if f"{m}_{s}" not in metrics]
         if missing:
             warnings.append(f"figure: metrics.csv has no {missing[0]}; drew min-max bands")
             chosen = "minmax"
         groups, log_metrics = _plot_hints(summary)
-        return metrics_figure(metrics, names, time_name, log_metrics, groups, title, chosen, rules)
+        return metrics_figure(metrics, shown, time_name, log_metrics, groups, title, chosen, rules)
 
     def diagnostics() -> Figure:
         table = pd.read_csv(run_dir / "diagnostics.csv")
@@ -113,12 +114,13 @@ def draw_figures(
     def network() -> Figure:
         return network_figure(load_network(run_dir / "network.npz"), title)
 
-    drawings: list[tuple[str, Callable[[], Figure]]] = [
-        ("figure", figure),
-        ("diagnostics", diagnostics),
-        ("network", network),
-    ]
-    for name, draw in drawings:
+    drawings: dict[str, Callable[[], Figure]] = {
+        "figure": figure,
+        "diagnostics": diagnostics,
+        "network": network,
+    }
+    for name in names:
+        draw = drawings[name]
         try:
             save_figure(draw(), run_dir / name, formats)
         except Exception as error:  # a run never fails in drawing: report, go on
