@@ -31,6 +31,11 @@ from byzmtl.tasks import CASES
 SHORT = ["--iterations", "30", "--no-progress", "--quiet"]
 CASE = "target-localization"
 HAR = Path(__file__).resolve().parent / "data" / "har-recreated" / "UCI HAR Dataset"
+MNIST_FILES = [
+    f"{split}-{kind}-idx{rank}-ubyte"
+    for split in ("train", "t10k")
+    for kind, rank in (("images", 3), ("labels", 1))
+]
 
 ATTACK_PLUGIN = """
 from dataclasses import dataclass
@@ -163,6 +168,16 @@ BAD: dict[str, Bad] = {
     "iterations-on-har": Bad(
         ("--data-dir", str(HAR), "--iterations", "3"), "task.iterations", "--epochs", case="har"
     ),
+    "har-without-its-data": Bad(
+        ("--data-dir", "{tmp}/nowhere", "--epochs", "1"), "task.data_dir", "UCI HAR", case="har"
+    ),
+    "digits-with-a-broken-mnist-file": Bad(
+        ("--data-dir", "{tmp}", "--epochs", "1"),
+        "task.data_dir",
+        "-idx",
+        dict.fromkeys(MNIST_FILES, b"not an IDX file"),
+        case="digits",
+    ),
     "attack-of-the-wrong-shape": Bad(
         ("--plugin", "{tmp}/short_attack.py", "--attack", "short-attack", "--attackers", "5"),
         "attack",
@@ -215,7 +230,7 @@ def arguments(bad: Bad, folder: Path) -> list[str]:
     args = [arg.replace("{tmp}", str(folder)) for arg in bad.args]
     if "--out" not in args:
         args += ["--out", str(folder / "out" / "run")]
-    if bad.case == "har":
+    if bad.case in ("har", "digits"):  # learning cases: epochs, not iterations
         return ["run", bad.case, *args, "--no-progress", "--quiet"]
     iterations = [] if "--iterations" in args else SHORT[:2]
     return ["run", bad.case, *args, *iterations, *SHORT[2:]]

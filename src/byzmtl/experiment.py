@@ -27,6 +27,7 @@ from byzmtl import rng
 from byzmtl.attacks import ATTACKS, Attack, AttackAssumptionError
 from byzmtl.checkpoints import CheckpointFolder, Snapshot
 from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
+from byzmtl.datasets.errors import DatasetError
 from byzmtl.determinism import deterministic_algorithms, use_deterministic_cublas
 from byzmtl.engine import AttackOutputError, RoundOutput, SimState, Simulation
 from byzmtl.engine.ranks import Ranks
@@ -177,6 +178,9 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
         case = case_class.from_settings(settings, config.seed, dtype, str(device))
     except CaseError as error:
         raise ConfigError(str(error)) from None
+    except DatasetError as error:  # the files of the case's data setting, where it has one
+        data = "task.data_dir" if "data_dir" in case_class.settings_model.model_fields else "task"
+        raise DatasetError(f"{data}: {error}") from None
     assert config.graph is not None
     try:
         built = build_graph(config.graph, case, config.seed, given)
