@@ -179,8 +179,8 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
     except CaseError as error:
         raise ConfigError(str(error)) from None
     except DatasetError as error:  # the files of the case's data setting, where it has one
-        data = "task.data_dir" if "data_dir" in case_class.settings_model.model_fields else "task"
-        raise DatasetError(f"{data}: {error}") from None
+        named = "data_dir" in case_class.settings_model.model_fields
+        raise DatasetError(f"{'task.data_dir' if named else 'task'}: {error}") from None
     assert config.graph is not None
     try:
         built = build_graph(config.graph, case, config.seed, given)
