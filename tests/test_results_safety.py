@@ -291,6 +291,9 @@ def test_the_diverging_run_of_the_review_keeps_its_tables_in_strict_json(tmp_pat
     summary = strict(out / "summary.json")
     final = summary["rules"]["average"]["final"]["loss"]
     assert final and all(value is None for value in final.values())
+    named = summary["non_finite"]
+    assert {f"rules.average.final.loss.{key}" for key in final} <= set(named)
+    assert named["rules.average.final.loss.mean"] == "inf"
     metrics = pd.read_csv(out / "metrics.csv")
     assert len(metrics[metrics["group"] == "all"]) == 30
     drawn = (out / "figure.png").exists()
@@ -353,6 +356,28 @@ def test_strict_json_is_json_with_non_finite_numbers_as_null(value: Any) -> None
         return item
 
     assert json.loads(strict_json(value), parse_constant=reject) == expected(value)
+
+
+@given(st.recursive(finite_or_not, lambda inner: st.lists(inner) | st.dictionaries(
+    st.text("abc", max_size=3), inner), max_leaves=20))  # fmt: skip
+def test_every_non_finite_number_is_named_where_it_was(value: Any) -> None:
+    from byzmtl.results import non_finite
+
+    def floats(item: Any) -> list[float]:
+        if isinstance(item, float):
+            return [] if math.isfinite(item) else [item]
+        inner = item.values() if isinstance(item, dict) else item if isinstance(item, list) else []
+        return [number for part in inner for number in floats(part)]
+
+    def at(item: Any, path: str) -> Any:
+        for key in path.split(".") if path else []:
+            item = item[int(key)] if isinstance(item, list) else item[key]
+        return item
+
+    named = non_finite(value)
+    assert sorted(named.values()) == sorted(str(number) for number in floats(value))
+    for path, said in named.items():
+        assert str(at(value, path)) == said
 
 
 def test_matrix_overwrite_keeps_the_old_matrix_until_the_new_one_is_complete(

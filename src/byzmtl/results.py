@@ -3,7 +3,8 @@
     config.toml    the resolved configuration (rerun it with ``byzmtl run --config``)
     metrics.csv    rule, group, <time>, <metric>_mean, <metric>_min, <metric>_max per record
     diagnostics.csv  rule, iteration, weight on Byzantine / own-task senders, regret (per round)
-    summary.json   see the README's "Results format"; strict JSON (non-finite numbers are null),
+    summary.json   see the README's "Results format"; strict JSON (non-finite numbers are null,
+                   and ``non_finite`` names each: ``{"rules.average.final.msd.mean": "inf"}``),
                    with ``warnings``: one line per figure that could not be drawn
     figure.png     per metric a panel: per rule a mean line and a min-max band
     diagnostics.png  the diagnostics over rounds (see byzmtl.recording.Diagnostics)
@@ -123,7 +124,7 @@ def _write_tables(result: Result, folder: Path) -> dict[str, Any]:
     result.metrics_table.to_csv(folder / "metrics.csv")
     if result.diagnostics_table is not None:
         result.diagnostics_table.to_csv(folder / "diagnostics.csv")
-    summary = {**result.summary, "warnings": []}
+    summary = {**result.summary, "warnings": [], "non_finite": non_finite(result.summary)}
     (folder / "summary.json").write_text(strict_json(summary))
     return summary
 
@@ -201,6 +202,21 @@ def strict_json(value: Any, indent: int = 2) -> str:
     """``value`` as strict JSON (RFC 8259 has no NaN or Infinity): non-finite floats become
     null. Ends with a newline."""
     return json.dumps(_finite(value), indent=indent, allow_nan=False) + "\n"
+
+
+def non_finite(value: Any, path: str = "") -> dict[str, str]:
+    """Where ``value`` holds non-finite floats (which :func:`strict_json` writes as null): their
+    dotted paths (list items by index) and what they were, "inf", "-inf" or "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {path: str(value)}
+    found: dict[str, str] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found.update(non_finite(item, f"{path}.{key}" if path else str(key)))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found.update(non_finite(item, f"{path}.{index}" if path else str(index)))
+    return found
 
 
 def _finite(value: Any) -> Any:
