@@ -168,6 +168,9 @@ BAD: dict[str, Bad] = {
     "iterations-on-har": Bad(
         ("--data-dir", str(HAR), "--iterations", "3"), "task.iterations", "--epochs", case="har"
     ),
+    "seed-a-bool": Bad(("--set", "seed=true"), "seed", "True is not an integer"),
+    "switch-a-number": Bad(("--set", "deterministic=1"), "deterministic", "not true or false"),
+    "agents-a-float": Bad(("--set", "task.agents=20.0"), "task.agents", "20.0 is not an integer"),
     "har-without-its-data": Bad(
         ("--data-dir", "{tmp}/nowhere", "--epochs", "1"), "task.data_dir", "UCI HAR", case="har"
     ),

@@ -6,7 +6,7 @@ layers, never a component of its own layer or of a higher one (``rules`` and ``a
 import each other; the engine imports neither the case studies nor anything that runs it):
 
     foundations     names, ops, rng, registry, protocols, version, determinism, threads,
-                    tables, datasets/
+                    tables, datasets/, allocator, scalars
     graphs          graph
     neighbourhoods  neighbourhoods
     plug-ins        rules/, attacks/, tasks/
@@ -56,6 +56,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tables",
             "datasets",
             "allocator",
+            "scalars",
         ),
     ),
     ("graphs", ("graph",)),

@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import tomli_w
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -29,6 +28,7 @@ else:  # pragma: no cover - Python 3.10
 from byzmtl.attacks import ATTACKS
 from byzmtl.registry import RegistryError
 from byzmtl.rules import RULES
+from byzmtl.scalars import ExactScalars
 from byzmtl.tasks import CASES
 
 DEFAULT_RULES = ["loss", "distance", "average", "none"]
@@ -41,7 +41,7 @@ class ConfigError(ValueError):
     """An invalid run configuration; the message names the field."""
 
 
-class GraphSettings(BaseModel):
+class GraphSettings(ExactScalars):
     """The communication graph. ``kind`` picks the builder; the other fields are its parameters.
 
     A run's ``[graph]`` table may give only some fields: :meth:`RunConfig.resolved` fills in the
@@ -76,7 +76,7 @@ class GraphSettings(BaseModel):
     directed: bool = Field(False, description="edgelist: 'u v' means u sends to v only")
 
 
-class RunConfig(BaseModel):
+class RunConfig(ExactScalars):
     """One run: a case study, its network, the rules to compare, the attack."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

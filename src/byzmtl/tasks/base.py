@@ -15,19 +15,21 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import ConfigDict, field_validator
 from torch import Tensor
 
 from byzmtl.registry import Registry
+from byzmtl.scalars import ExactScalars
 
 LARGEST_SETTING = 1e100
 """The largest magnitude of a real-valued setting: squares and products of a few such numbers
 (squared distances between targets, say) stay finite in float64."""
 
 
-class Settings(BaseModel):
-    """Base of every case study's settings: unknown fields, non-finite numbers and real numbers
-    beyond +-``LARGEST_SETTING`` (in any field, lists and tuples included) are errors."""
+class Settings(ExactScalars):
+    """Base of every case study's settings: unknown fields, non-finite numbers, real numbers
+    beyond +-``LARGEST_SETTING`` (in any field, lists and tuples included) and numbers or
+    switches of another type (:class:`~byzmtl.scalars.ExactScalars`) are errors."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
