@@ -103,6 +103,8 @@ def test_all_selects_every_rule_and_attack_and_skips_what_cannot_run(tmp_path: P
         (["--seed", "3"], "seed: a matrix takes --seeds"),
         (["--nu", "2"], "nu"),
         (["--attackers", "0"], "attackers: a matrix needs attackers"),
+        (["--set", "procs=2"], "procs: a matrix runs its cells in this process"),
+        (["--set", "checkpoint_every=2"], "checkpoint_every: a matrix resumes cell by cell"),
         (["--rules", "krum", "--set", "rule_params.krum.f=9"], "rules: krum: agent 0 has"),
     ],
 )

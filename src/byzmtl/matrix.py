@@ -123,6 +123,12 @@ def plan(
             "checkpoint_every: a matrix resumes cell by cell (run it again); checkpoints within "
             "a run are for byzmtl run"
         )
+    procs = base.get("procs")
+    if isinstance(procs, int) and not isinstance(procs, bool) and procs > 1:
+        raise ConfigError(
+            f"procs: a matrix runs its cells in this process, one after another; procs = "
+            f"{procs} is for one run (byzmtl run --procs {procs})"
+        )
     check(out, overwrite, MATRIX)
     case = CASES.get(str(base["case"])).name
     if not seeds:
