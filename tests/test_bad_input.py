@@ -103,9 +103,6 @@ BAD: dict[str, Bad] = {
     ),
     "iterations-beyond-a-week": Bad(("--iterations", "10000000000000"), "task.iterations", "years"),
     "r0-overflows-float32": Bad(("--r0", "1e39", "--dtype", "float32"), "r0", "float32"),
-    "checkpoints-of-several-processes": Bad(
-        ("--procs", "2", "--checkpoint-every", "5"), "checkpoint_every", "one process"
-    ),
     "task-setting-overflows-float32": Bad(
         ("--set", "task.target_jitter=1e39", "--dtype", "float32"), "task.target_jitter"
     ),

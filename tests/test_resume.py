@@ -105,18 +105,19 @@ def without_timings(folder: Path) -> dict[str, Any]:
     return summary
 
 
-def assert_same_run(resumed: Path, straight: Path) -> None:
+def assert_same_run(resumed: Path, straight: Path, procs: int = 1) -> None:
     """Same files; the same tables, figures and summary (timings aside), byte for byte; the
-    same configuration but for ``checkpoint_every``."""
+    same configuration but for ``checkpoint_every`` (and ``procs``: the resumed run's)."""
     names = {p.name for p in resumed.iterdir()}
     assert names == {p.name for p in straight.iterdir()}
     assert {"metrics.csv", "diagnostics.csv", "summary.json", "figure.png"} <= names
     for name in sorted(names - {"summary.json", "config.toml"}):
         assert (resumed / name).read_bytes() == (straight / name).read_bytes(), name
     assert without_timings(resumed) == without_timings(straight)
-    config = read_toml(resumed / "config.toml")
+    config, expected = read_toml(resumed / "config.toml"), read_toml(straight / "config.toml")
     assert config.pop("checkpoint_every") >= 1
-    assert config == read_toml(straight / "config.toml")
+    assert (config.pop("procs"), expected.pop("procs")) == (procs, 1)
+    assert config == expected
 
 
 def assert_interrupted_at(out: Path, round_: int | None = None) -> int:
@@ -164,6 +165,70 @@ def test_target_localization_killed_after_a_checkpoint_resumes_to_the_uninterrup
     finals = {rule: entry["final"]["loss"]["mean"] for rule, entry in summary["rules"].items()}
     assert len(set(finals.values())) == len(finals)  # not vacuous: the rules differ
     assert summary["records"] == 40
+
+
+def test_two_processes_killed_after_a_checkpoint_resume_to_the_one_process_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--procs 2`` with checkpoints, the launcher and both ranks killed with SIGKILL while
+    rank 0 holds at its second checkpoint; ``--resume`` continues it with two processes (the
+    run's own) and ends with the one-process run's tables, figures and summary."""
+    out = tmp_path / "tl2"
+    shards = ["--set", "shard_edges=200"]  # several shards: both ranks weigh
+    argv = [*TL, *TL_RULES, *shards, "--checkpoint-every", "7", "--threads", "1"]
+    held = tmp_path / "held"
+    command = [sys.executable, "-m", "byzmtl", "run", *argv, "--procs", "2", "--out", str(out),
+               *QUIET, "--plugin", str(PLUGIN)]  # fmt: skip
+    env = environment(tmp_path, BYZMTL_TEST_HOLD="2", BYZMTL_TEST_HELD=str(held))
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not held.exists():
+            assert process.poll() is None, "the run ended before its kill"
+            assert time.monotonic() < deadline, "the run never reached its second checkpoint"
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert_interrupted_at(out, 14)
+    assert read_toml(out / "config.toml")["procs"] == 2
+    resume(out, tmp_path)
+    straight = reference([*TL, *TL_RULES, *shards], tmp_path / "straight", monkeypatch)
+    assert_same_run(out, straight, procs=2)
+
+
+FAILING_WRITE = """
+from byzmtl.checkpoints import CheckpointFolder
+
+_write, _written = CheckpointFolder.write, [0]
+
+
+def _failing(self, snapshot, rounds, config_text):
+    _written[0] += 1
+    if _written[0] == 2:
+        raise OSError("no space left on device (a test)")
+    _write(self, snapshot, rounds, config_text)
+
+
+CheckpointFolder.write = _failing
+"""
+
+
+def test_a_checkpoint_that_fails_on_rank_0_stops_every_rank_at_once(tmp_path: Path) -> None:
+    plugin = tmp_path / "failing_write.py"
+    plugin.write_text(FAILING_WRITE)
+    out = tmp_path / "tl2"
+    argv = ["run", *TL, "--set", "shard_edges=200", "--checkpoint-every", "7", "--procs", "2",
+            "--out", str(out), *QUIET, "--plugin", str(plugin)]  # fmt: skip
+    started = time.monotonic()
+    done = byzmtl(argv, tmp_path)
+    assert time.monotonic() - started < 60  # no rank waits for the peer's timeout (600 s)
+    assert done.returncode == 1
+    assert "no space left on device (a test)" in done.stderr
+    assert_interrupted_at(out, 7)  # the first checkpoint stays: the run can be resumed
 
 
 def test_a_kill_at_any_instant_leaves_a_run_that_resumes_or_is_finished(

@@ -198,9 +198,13 @@ def _progress(args: argparse.Namespace) -> bool:
 def command_run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         with heavy_imports():
-            from byzmtl.resume import command_resume
+            from byzmtl import distributed
+            from byzmtl.resume import check_resume, command_resume
         _repeat_figure_warnings()
-        return command_resume(args, load_plugins, summary_table)
+        stored = check_resume(args, load_plugins)
+        if stored.procs > 1 or distributed.environment() is not None:
+            return distributed.command_resume(args, stored, summary_table)
+        return command_resume(args, summary_table)
     from byzmtl.figure_process import FigureProcess
 
     with FigureProcess.start() as figures:  # matplotlib loads there while this process computes

@@ -13,8 +13,10 @@ on a CUDA device each rank computes on GPU ``LOCAL_RANK`` modulo the GPUs it see
 What the ranks do and exchange each round is in :mod:`byzmtl.engine.ranks`: every rank holds the
 whole state, weighs and combines its range of the engine's shards, and all ranks gather the
 shards' results in rank order, so every rank ends each round with the one-process round, bit
-for bit. Only rank 0 shows progress, claims the results folder and writes it; the other ranks
-write nothing.
+for bit. Only rank 0 shows progress, claims the results folder and writes it, checkpoints
+included (``--checkpoint-every``; each write agreed); the other ranks write nothing.
+``byzmtl run --resume DIR`` of such a run (:func:`command_resume`) starts as many ranks as the
+run had, and every rank continues from the one checkpoint.
 
 Errors: the setup (building every piece of the run, claiming the folder) and every round are
 agreed over the ranks (:meth:`~byzmtl.engine.ranks.Ranks.agree`): when one rank fails, rank 0
@@ -36,10 +38,16 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from byzmtl.config import ConfigError, RunConfig
+
+if TYPE_CHECKING:
+    from byzmtl.destination import Destination
+    from byzmtl.engine.ranks import Ranks
+    from byzmtl.experiment import Result
 
 T = TypeVar("T")
 
@@ -205,11 +213,6 @@ def command_run(
     """``byzmtl run`` with ``--procs P`` > 1 (start P ranks here) or as one rank of a group:
     ``default_out(case)`` names the folder when ``--out`` is not given, ``report(summary)`` is
     printed by rank 0 (the command line's table)."""
-    if config.checkpoint_every is not None:
-        raise ConfigError(
-            "checkpoint_every: checkpoints are written by runs of one process only, for now; "
-            "leave out --checkpoint-every or run with --procs 1"
-        )
     place = environment()
     if place is None:
         from byzmtl.results import check_destination
@@ -223,49 +226,45 @@ def command_run(
             f"(WORLD_SIZE); leave procs out under torchrun"
         )
     config = config.model_copy(update={"procs": place.world})
-    join(place, config.device)
-    try:
-        return _as_rank(args, config, place, default_out, report)
-    finally:
-        leave()
+    body = partial(_new_run, args, config, default_out)
+    return _in_group(place, config.device, args, report, body)
 
 
-def _as_rank(
-    args: argparse.Namespace,
-    config: RunConfig,
-    place: Place,
-    default_out: Callable[[str], Path],
-    report: Callable[[dict[str, Any]], str],
+def command_resume(
+    args: argparse.Namespace, config: RunConfig, report: Callable[[dict[str, Any]], str]
 ) -> int:
-    from byzmtl.destination import Destination, claim, claim_new
-    from byzmtl.engine.ranks import AgreedFailure, PeerLost, Ranks
-    from byzmtl.experiment import prepare, run
-    from byzmtl.results import RUN, check_destination, write_into
-
-    ranks = Ranks(place.rank, place.world)
-    first = place.rank == 0
-
-    def on_rank_0(action: Callable[[], T]) -> Callable[[], T | None]:
-        return lambda: action() if first else None
-
-    try:
-        if args.out is not None:
-            ranks.agree(on_rank_0(lambda: check_destination(args.out, args.overwrite)))
-        experiment = ranks.agree(lambda: prepare(config))
-        destination: Destination | None = ranks.agree(
-            on_rank_0(
-                lambda: (
-                    claim(args.out, args.overwrite, RUN)
-                    if args.out is not None
-                    else claim_new(default_out(config.case), RUN)
-                )
-            )
+    """``byzmtl run --resume DIR`` of a run of ``config.procs`` > 1 processes (its stored
+    configuration, checked by :func:`byzmtl.resume.check_resume`): start as many ranks here,
+    or be one of a group of exactly that size (torchrun)."""
+    place = environment()
+    if place is None:
+        return spawn([sys.executable, "-m", "byzmtl", *args.argv], config.procs)
+    if place.world != config.procs:
+        raise ConfigError(
+            f"procs: {args.resume} was run by {config.procs} processes and continues with as many"
+            f", not {place.world} (WORLD_SIZE)"
         )
-        holding: Any = destination if destination is not None else nullcontext()
-        with holding:
-            result = run(experiment, progress=first and not args.no_progress)
-            if destination is not None:
-                write_into(result, destination)
+    return _in_group(place, config.device, args, report, partial(_continued_run, args))
+
+
+Outcome = tuple["Destination | None", "Result"]  # rank 0's folder (None elsewhere), the result
+
+
+def _in_group(
+    place: Place,
+    device: str,
+    args: argparse.Namespace,
+    report: Callable[[dict[str, Any]], str],
+    body: Callable[[Ranks], Outcome],
+) -> int:
+    """Join the group, run ``body`` as this rank and leave; rank 0 reports as one process
+    would, every rank stops with the status of the first failure."""
+    from byzmtl.engine.ranks import AgreedFailure, PeerLost, Ranks
+
+    join(place, device)
+    first = place.rank == 0
+    try:
+        destination, result = body(Ranks(place.rank, place.world))
     except PeerLost as lost:  # a rank died or went silent: every rank says so, and stops
         print(f"byzmtl: error: {lost}", file=sys.stderr)
         return 1
@@ -278,7 +277,58 @@ def _as_rank(
             raise
         print(f"byzmtl: error: rank {place.rank}: {error}", file=sys.stderr)
         return exit_status(error)
+    finally:
+        leave()
     if destination is not None and not args.quiet:
         print(report(result.summary))
         print(f"results: {destination.out}")
     return 0
+
+
+def _on_rank_0(ranks: Ranks, action: Callable[[], T]) -> T | None:
+    """``action()`` on rank 0 (None elsewhere), agreed over the ranks."""
+    return ranks.agree(lambda: action() if ranks.rank == 0 else None)
+
+
+def _new_run(
+    args: argparse.Namespace, config: RunConfig, default_out: Callable[[str], Path], ranks: Ranks
+) -> Outcome:
+    from byzmtl.destination import claim, claim_new
+    from byzmtl.experiment import prepare, run
+    from byzmtl.results import RUN, check_destination, write_into
+    from byzmtl.resume import start
+
+    if args.out is not None:
+        _on_rank_0(ranks, lambda: check_destination(args.out, args.overwrite))
+    experiment = ranks.agree(lambda: prepare(config))
+    destination = _on_rank_0(
+        ranks,
+        lambda: (
+            claim(args.out, args.overwrite, RUN)
+            if args.out is not None
+            else claim_new(default_out(config.case), RUN)
+        ),
+    )
+    with destination if destination is not None else nullcontext():
+        config = experiment.config
+        checkpoints = _on_rank_0(
+            ranks, lambda: start(destination, config, args.quiet) if destination else None
+        )
+        progress = ranks.rank == 0 and not args.no_progress
+        result = run(experiment, progress=progress, checkpoints=checkpoints)
+        if destination is not None:
+            write_into(result, destination)
+    return destination, result
+
+
+def _continued_run(args: argparse.Namespace, ranks: Ranks) -> Outcome:
+    from byzmtl.destination import claim
+    from byzmtl.results import INTERRUPTED
+    from byzmtl.resume import check_resumable, continue_run
+
+    run_dir: Path = args.resume
+    destination = _on_rank_0(ranks, lambda: claim(run_dir, False, INTERRUPTED))
+    with destination if destination is not None else nullcontext():
+        _on_rank_0(ranks, lambda: check_resumable(run_dir))  # it may have ended before the claim
+        result = continue_run(run_dir, destination, ranks, progress=not args.no_progress)
+    return destination, result

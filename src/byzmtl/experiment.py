@@ -322,7 +322,9 @@ def run(
     :mod:`byzmtl.checkpoints`; ``byzmtl run`` gives its results folder's); ``resume``: a
     snapshot read from such a folder, to continue from. The continued run's tables and summary
     are the uninterrupted run's, bit for bit, except the timings (``wall_seconds`` and
-    ``compute_seconds``: the sessions' times up to the snapshot plus this session's).
+    ``compute_seconds``: the sessions' times up to the snapshot plus this session's). In a run
+    of several processes rank 0 alone writes checkpoints (every rank holds the same state), the
+    others giving none, and every write is agreed: it failing on rank 0 stops every rank.
     """
     from tqdm.auto import tqdm
 
@@ -331,7 +333,8 @@ def run(
     started -= experiment.setup_seconds if isinstance(config, Experiment) else 0.0
     case, simulation = experiment.case, experiment.simulation
     period = checkpoint_period(experiment.config, case)
-    if period is not None and checkpoints is None:
+    ranks = simulation.ranks
+    if period is not None and checkpoints is None and (ranks is None or ranks.rank == 0):
         raise ConfigError(
             "checkpoint_every: checkpoints are written into a results folder: "
             "byzmtl run --out DIR (or run(..., checkpoints=CheckpointFolder(...)))"
@@ -384,6 +387,11 @@ def run(
         leave=False,
     )
 
+    def write_checkpoint(state: SimState, seconds: dict[str, float]) -> None:
+        if checkpoints is not None:  # none on ranks other than 0
+            records = (recorder.state_dict(), diagnostics.state_dict())
+            checkpoints.write(Snapshot(state, *records, seconds), case.n_rounds, config_text)
+
     def record(state: SimState, output: RoundOutput) -> None:
         nonlocal saving
         if output.metrics is not None:
@@ -393,14 +401,15 @@ def run(
         if on_round is not None:
             on_round(state, output)
         if period is not None and state.iteration % period == 0 and state.iteration < case.n_rounds:
-            assert checkpoints is not None
             now = time.perf_counter()
             seconds = {
                 "wall": now - started,
                 "compute": earlier["compute"] + now - computing - saving,
             }
-            snapshot = Snapshot(state, recorder.state_dict(), diagnostics.state_dict(), seconds)
-            checkpoints.write(snapshot, case.n_rounds, config_text)
+            if ranks is None:
+                write_checkpoint(state, seconds)
+            else:  # collective: every rank learns whether rank 0's write failed
+                ranks.agree(lambda: write_checkpoint(state, seconds))
             saving += time.perf_counter() - now
 
     computing = time.perf_counter()

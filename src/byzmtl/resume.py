@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from byzmtl.checkpoints import (
     CONFIG,
@@ -38,6 +38,12 @@ from byzmtl.results import (
     write_into,
 )
 from byzmtl.tasks import CASES
+
+if TYPE_CHECKING:
+    from byzmtl.engine.ranks import Ranks
+    from byzmtl.experiment import Result
+
+T = TypeVar("T")
 
 HARMLESS = frozenset({"threads", "plugin", "no_progress", "quiet"})
 _NOT_FLAGS = frozenset({"command", "handler", "resume", "argv"})  # argv: the command line itself
@@ -158,15 +164,12 @@ def _use_threads(given: int | None, manifest: dict[str, Any] | None) -> None:
         )
 
 
-def command_resume(
-    args: argparse.Namespace,
-    load_plugins: Callable[[Sequence[Path]], None],
-    summary_table: Callable[[dict[str, Any]], str],
-) -> int:
-    """``byzmtl run --resume DIR``: continue the interrupted run in DIR to its end (with the
-    command line's ``load_plugins`` and ``summary_table``)."""
-    from byzmtl.experiment import prepare, run
-
+def check_resume(
+    args: argparse.Namespace, load_plugins: Callable[[Sequence[Path]], None]
+) -> RunConfig:
+    """What ``byzmtl run --resume DIR`` checks before it continues, in every process of the run:
+    the flags, the plugins, the threads (those of the checkpointed run unless ``--threads``),
+    the folder; returns the run's stored configuration."""
     run_dir: Path = args.resume
     _refuse_flags(args)
     load_plugins(args.plugin)
@@ -174,22 +177,52 @@ def command_resume(
         raise CheckpointError(f"threads: must be at least 1, got {args.threads}")
     check_resumable(run_dir)
     manifest = CheckpointFolder(run_dir / CHECKPOINT_FOLDER).manifest()
-    _check_working_folder(read_toml(run_dir / CONFIG), manifest)
+    stored = read_toml(run_dir / CONFIG)
+    _check_working_folder(stored, manifest)
     _use_threads(args.threads, manifest)
+    return parse(stored)
+
+
+def continue_run(
+    run_dir: Path, destination: Destination | None, ranks: Ranks | None, progress: bool
+) -> Result:
+    """Continue the interrupted run in ``run_dir`` from its last checkpoint to its end and write
+    its results into ``destination`` (claimed for :data:`INTERRUPTED`). In a group of processes
+    (``ranks``) every rank continues it; rank 0 alone holds the destination and writes the
+    checkpoints and the results (the other ranks give None), every step agreed."""
+    from byzmtl.experiment import prepare, run
+
+    def agreed(step: Callable[[], T]) -> T:
+        return step() if ranks is None else ranks.agree(step)
+
+    first = ranks is None or ranks.rank == 0
+    text = (run_dir / CONFIG).read_text()
+    experiment = agreed(lambda: prepare(parse(read_toml(run_dir / CONFIG))))
+    if experiment.config.to_toml() != text:  # the same on every rank
+        raise CheckpointError(
+            f"resume: {run_dir}/{CONFIG} does not resolve to itself; it was not written by "
+            "this byzmtl"
+        )
+    out = destination.out if destination is not None else run_dir
+    folder = CheckpointFolder(run_dir / CHECKPOINT_FOLDER, out)
+    snapshot = agreed(lambda: folder.read(text, experiment.simulation.device))
+    # a checkpoint killed before its manifest goes, once every rank has read the last one
+    agreed(lambda: folder.remove_unnamed(folder.manifest()) if first else None)
+    checkpoints = folder if first else None
+    result = run(experiment, progress=progress and first, checkpoints=checkpoints, resume=snapshot)
+    if destination is not None:
+        write_into(result, destination)
+    return result
+
+
+def command_resume(args: argparse.Namespace, summary_table: Callable[[dict[str, Any]], str]) -> int:
+    """``byzmtl run --resume DIR`` of a run of one process (after :func:`check_resume`):
+    continue the interrupted run in DIR to its end (with the command line's
+    ``summary_table``)."""
+    run_dir: Path = args.resume
     with claim(run_dir, False, INTERRUPTED) as destination:  # a live writer: refused at once
         check_resumable(run_dir)  # again: it may have finished before the claim
-        text = (destination.target / CONFIG).read_text()
-        experiment = prepare(parse(read_toml(destination.target / CONFIG)))
-        if experiment.config.to_toml() != text:
-            raise CheckpointError(
-                f"resume: {run_dir}/{CONFIG} does not resolve to itself; it was not written by "
-                "this byzmtl"
-            )
-        folder = CheckpointFolder(destination.target / CHECKPOINT_FOLDER, destination.out)
-        snapshot = folder.read(text, experiment.simulation.device)
-        folder.remove_unnamed(folder.manifest())  # a checkpoint killed before its manifest
-        result = run(experiment, progress=not args.no_progress, checkpoints=folder, resume=snapshot)
-        write_into(result, destination)
+        result = continue_run(destination.target, destination, None, not args.no_progress)
     if not args.quiet:
         print(summary_table(result.summary))
         print(f"results: {destination.out}")
