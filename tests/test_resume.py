@@ -201,34 +201,45 @@ def test_two_processes_killed_after_a_checkpoint_resume_to_the_one_process_run(
 
 
 FAILING_WRITE = """
-from byzmtl.checkpoints import CheckpointFolder
+from byzmtl import checkpoints
 
-_write, _written = CheckpointFolder.write, [0]
-
-
-def _failing(self, snapshot, rounds, config_text):
-    _written[0] += 1
-    if _written[0] == 2:
-        raise OSError("no space left on device (a test)")
-    _write(self, snapshot, rounds, config_text)
+_write_durably, _written = checkpoints._write_durably, [0]
 
 
-CheckpointFolder.write = _failing
+def _failing(path, fill):
+    if path.name.startswith("rank0-"):
+        _written[0] += 1
+        if _written[0] == 2:
+            raise OSError(28, "No space left on device (a test)")
+    return _write_durably(path, fill)
+
+
+checkpoints._write_durably = _failing
 """
 
 
-def test_a_checkpoint_that_fails_on_rank_0_stops_every_rank_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("procs", [1, 2])
+def test_a_checkpoint_the_disk_refuses_is_one_line_and_stops_every_rank(
+    tmp_path: Path, procs: int
+) -> None:
     plugin = tmp_path / "failing_write.py"
     plugin.write_text(FAILING_WRITE)
-    out = tmp_path / "tl2"
-    argv = ["run", *TL, "--set", "shard_edges=200", "--checkpoint-every", "7", "--procs", "2",
-            "--out", str(out), *QUIET, "--plugin", str(plugin)]  # fmt: skip
+    out = tmp_path / "tl"
+    argv = ["run", *TL, "--set", "shard_edges=200", "--checkpoint-every", "7", "--procs",
+            str(procs), "--out", str(out), *QUIET, "--plugin", str(plugin)]  # fmt: skip
     started = time.monotonic()
     done = byzmtl(argv, tmp_path)
     assert time.monotonic() - started < 60  # no rank waits for the peer's timeout (600 s)
-    assert done.returncode == 1
-    assert "no space left on device (a test)" in done.stderr
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "byzmtl: error: checkpoint: the checkpoint after round 14 could not be written ([Errno "
+        "28] No space left on device (a test)); the checkpoint after round 7 of 40 is in "
+        f"{out}; continue with: byzmtl run --resume {out}"
+    ]
     assert_interrupted_at(out, 7)  # the first checkpoint stays: the run can be resumed
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
+        "manifest.json", "rank0-000007.pt"
+    ]  # fmt: skip
 
 
 def test_a_kill_at_any_instant_leaves_a_run_that_resumes_or_is_finished(

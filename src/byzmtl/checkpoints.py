@@ -152,7 +152,18 @@ class CheckpointFolder:
         return manifest
 
     def write(self, snapshot: Snapshot, rounds: int, config_text: str) -> None:
-        """Commit ``snapshot`` as the folder's checkpoint (see the module docstring)."""
+        """Commit ``snapshot`` as the folder's checkpoint (see the module docstring). A write
+        the system refuses (a full disk, say) is a one-line :class:`CheckpointError` that says
+        which checkpoint stays and how to continue from it."""
+        try:
+            self._write(snapshot, rounds, config_text)
+        except OSError as error:
+            raise CheckpointError(
+                f"checkpoint: the checkpoint after round {snapshot.state.iteration} could not "
+                f"be written ({error}); {self.resume_hint()}"
+            ) from error
+
+    def _write(self, snapshot: Snapshot, rounds: int, config_text: str) -> None:
         started = time.perf_counter()
         round_ = snapshot.state.iteration
         name = f"rank0-{round_:06d}.pt"
