@@ -6,7 +6,7 @@ layers, never a component of its own layer or of a higher one (``rules`` and ``a
 import each other; the engine imports neither the case studies nor anything that runs it):
 
     foundations     names, ops, rng, registry, protocols, version, determinism, threads,
-                    tables, datasets/, allocator, scalars
+                    tables, datasets/, allocator, scalars, inputs
     graphs          graph
     neighbourhoods  neighbourhoods
     plug-ins        rules/, attacks/, tasks/
@@ -57,6 +57,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "datasets",
             "allocator",
             "scalars",
+            "inputs",
         ),
     ),
     ("graphs", ("graph",)),

@@ -537,3 +537,38 @@ def test_a_run_that_read_relative_paths_resumes_only_where_it_started(
     assert f"graph.path = 'ring.txt' is relative to {tmp_path / 'here'}" in err
     monkeypatch.chdir(tmp_path / "here")
     assert main(["run", "--resume", str(out), *QUIET]) == 0
+
+
+@pytest.mark.parametrize("change", ["edited", "gone"])
+def test_a_run_is_not_continued_on_other_files_than_it_started_with(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    change: str,
+) -> None:
+    """The checkpoint records the fingerprints of the files the settings name (here the graph's
+    edge list); a resume finds them changed or gone and refuses, in one line naming the
+    setting."""
+    edges = tmp_path / "ring.txt"
+    edges.write_text("".join(f"{k} {(k + 1) % 30}\n" for k in range(30)))
+    out = tmp_path / "tl"
+    argv = ["run", *TL, "--set", "graph.kind=edgelist", "--set", f"graph.path={edges}",
+            "--checkpoint-every", "7", "--out", str(out), *QUIET]  # fmt: skip
+    write = CheckpointFolder.write
+
+    def write_then_stop(self: CheckpointFolder, *args: Any) -> None:
+        write(self, *args)
+        raise KeyboardInterrupt  # stands for a kill after the first checkpoint
+
+    with mock.patch.object(CheckpointFolder, "write", write_then_stop):
+        assert main(argv) == 130
+    manifest = json.loads((out / "checkpoint" / "manifest.json").read_text())
+    assert set(manifest["inputs"]) == {"graph.path"}
+    if change == "edited":
+        edges.write_text(edges.read_text() + "0 15\n")
+    else:
+        edges.unlink()
+    err = one_line_error(["run", "--resume", str(out)], capsys)
+    said = "changed" if change == "edited" else "is gone"
+    assert f"resume: graph.path: what it names {said}" in err
+    assert_interrupted_at(out, 7)  # refused: nothing changed

@@ -12,16 +12,18 @@ The manifest::
 
     {"format": 1, "round": 14, "rounds": 40, "ranks": 1, "files": ["rank0-000014.pt"],
      "config": "<the resolved configuration, TOML>", "config_sha256": "...",
-     "versions": {"byzmtl": "...", "torch": "..."}, "threads": 1, "cwd": "..."}
+     "versions": {"byzmtl": "...", "torch": "..."}, "threads": 1, "cwd": "...",
+     "inputs": {"task.data_dir": "<sha256>"}}
 
 ``threads``: torch's CPU threads, which decide how reductions are split, so a resumed run uses
 the same number unless told otherwise; ``cwd``: the working folder the configuration's relative
-paths were read against. A rank file is a ``torch.save`` of plain tensors, lists and numbers
-(read back with ``weights_only``): the simulation state (models, learner and optimiser states,
-rules' states and accumulated scores, the containment counters; randomness is keyed by seed,
-agent and round, so the round number is its whole position), the recorder's and the
-diagnostics' state (every row so far, rounds not yet reduced kept as they are), and the run's
-timings so far.
+paths were read against; ``inputs``: the fingerprints of the files and folders the settings name
+(:mod:`byzmtl.inputs`), which a resumed run must find unchanged. A rank file is a
+``torch.save`` of plain tensors, lists and numbers (read back with ``weights_only``): the
+simulation state (models, learner and optimiser states, rules' states and accumulated scores,
+the containment counters; randomness is keyed by seed, agent and round, so the round number is
+its whole position), the recorder's and the diagnostics' state (every row so far, rounds not
+yet reduced kept as they are), and the run's timings so far.
 
 Writing checkpoint t: every rank writes its file under a temporary name beside it, fsyncs it and
 renames it to ``rank<p>-<t>.pt`` (a new name: the files of the previous checkpoint are left
@@ -53,9 +55,15 @@ from typing import IO, Any
 
 import torch
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 from byzmtl.config import ConfigError
 from byzmtl.destination import remove_temporaries, temporary_beside
 from byzmtl.engine.state import SimState
+from byzmtl.inputs import fingerprints
 from byzmtl.results import CHECKPOINT_FOLDER
 from byzmtl.version import __version__
 
@@ -179,6 +187,7 @@ class CheckpointFolder:
             "versions": versions(),
             "threads": torch.get_num_threads(),  # CPU reductions split by thread count
             "cwd": os.getcwd(),  # where the configuration's relative paths point
+            "inputs": fingerprints(tomllib.loads(config_text), os.getcwd()),  # the data read
         }
         text = json.dumps(manifest, indent=2) + "\n"
         size += _write_durably(self.manifest_path, lambda file: file.write(text.encode()))

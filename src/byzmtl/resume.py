@@ -30,6 +30,7 @@ from byzmtl.checkpoints import (
 )
 from byzmtl.config import RunConfig, parse, read_toml
 from byzmtl.destination import Destination, claim
+from byzmtl.inputs import fingerprints, named_paths
 from byzmtl.results import (
     CHECKPOINT_FOLDER,
     INTERRUPTED,
@@ -115,34 +116,37 @@ def check_resumable(run_dir: Path) -> None:
         )
 
 
-def _relative_paths(value: Any, name: str, base: str) -> list[tuple[str, str]]:
-    """(setting, value) of every string setting under ``value`` that names a file or folder
-    relative to ``base``."""
-    if isinstance(value, dict):
-        return [
-            found
-            for key, item in value.items()
-            for found in _relative_paths(item, f"{name}.{key}".lstrip("."), base)
-        ]
-    if isinstance(value, str) and value and not os.path.isabs(value):
-        return [(name, value)] if os.path.exists(os.path.join(base, value)) else []
-    return []
-
-
 def _check_working_folder(config: dict[str, Any], manifest: dict[str, Any] | None) -> None:
     """A run whose settings name relative paths (data folders, graph files) continues only from
     the folder it started in: elsewhere they could name other data."""
     started = None if manifest is None else manifest.get("cwd")
     if not isinstance(started, str) or os.path.realpath(started) == os.path.realpath("."):
         return
-    settings = {"task": config.get("task", {}), "graph": config.get("graph", {})}
-    relative = _relative_paths(settings, "", started)
+    relative = [
+        (name, value) for name, value in named_paths(config, started) if not os.path.isabs(value)
+    ]
     if relative:
         setting, value = relative[0]
         raise CheckpointError(
             f"resume: {setting} = {value!r} is relative to {started}, where the run started; "
             "resume it from there"
         )
+
+
+def _check_inputs(config: dict[str, Any], manifest: dict[str, Any] | None) -> None:
+    """The files and folders the settings name are those the checkpointed run read (their
+    fingerprints, :mod:`byzmtl.inputs`): a run continued on other data would be neither run."""
+    recorded = None if manifest is None else manifest.get("inputs")
+    if not isinstance(recorded, dict):  # a checkpoint of a byzmtl that did not record them
+        return
+    now = fingerprints(config, ".")
+    for setting, print_ in recorded.items():
+        if now.get(setting) != print_:
+            where = "is gone" if setting not in now else "changed (a file's size or time)"
+            raise CheckpointError(
+                f"resume: {setting}: what it names {where} since the checkpoint; continue the "
+                "run on the files it started with"
+            )
 
 
 def _use_threads(given: int | None, manifest: dict[str, Any] | None) -> None:
@@ -179,6 +183,7 @@ def check_resume(
     manifest = CheckpointFolder(run_dir / CHECKPOINT_FOLDER).manifest()
     stored = read_toml(run_dir / CONFIG)
     _check_working_folder(stored, manifest)
+    _check_inputs(stored, manifest)
     _use_threads(args.threads, manifest)
     return parse(stored)
 
