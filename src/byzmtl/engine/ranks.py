@@ -12,7 +12,7 @@ and rank r weighs and combines its shards only. The shard list is the one-proces
 boundaries depend on ``shard_edges`` and the graph, never on P), so every kernel runs on exactly
 the inputs it has with P = 1, and the joined round is bit for bit the one-process round.
 
-Exchanged per round (one ``all_gather_object``, in rank order): each rank's shard results,
+Exchanged per round (one gather of pickled objects, in rank order): each rank's shard results,
 i.e. for each of its shards the new models of its receivers (R, N_s, d), every rule's edge
 weights (E_s,) and every rule's new state (per-edge and per-receiver tensors); about
 8 (R N d + 2 R E) bytes per round in all at float64, whatever P. Every rank then joins the S
@@ -21,6 +21,13 @@ state: metrics, diagnostics and summaries are computed from the same tensors on 
 
 With a single shard (a small network under the default ``shard_edges``) rank 0 does all the
 weighing and the other ranks wait for it.
+
+The gather is ``all_gather_object``'s (pickle every rank's object, gather the sizes, gather the
+payloads padded to the longest, unpickle each), written out so that every gather's cost is
+counted where it is paid, at no cost beyond two clock readings (:class:`Traffic`, in
+``Ranks.traffic``): the bytes this rank sent (its pickled payload) and received (the other
+ranks' payloads), the seconds in the two collectives (waiting for the slowest rank included)
+and the seconds pickling and unpickling. What is gathered, and so every result, is the same.
 
 Failure is agreed: a rank whose round raises sends its exception instead of its parts (in the
 same gather), and every rank raises (:class:`AgreedFailure`, carrying the first failing rank's
@@ -31,9 +38,11 @@ ends a wait for a peer that died without a word.
 
 from __future__ import annotations
 
+import io
 import pickle
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
@@ -101,12 +110,32 @@ def _placed(value: Any, device: torch.device) -> Any:
     return value
 
 
+@dataclass
+class Traffic:
+    """What this rank's gathers cost, one entry per gather in the order they ran (the setup's
+    agreed steps, then one per round): ``sent`` the bytes of this rank's pickled payload,
+    ``received`` the bytes of the other ranks' payloads (gloo moves each padded to the longest
+    of the gather, plus one 8-byte size per rank), ``wait_seconds`` the seconds in the
+    collectives (the transfer and the wait for the slowest rank), ``codec_seconds`` the seconds
+    pickling this rank's object and unpickling all of them."""
+
+    sent: list[int] = field(default_factory=list)
+    received: list[int] = field(default_factory=list)
+    wait_seconds: list[float] = field(default_factory=list)
+    codec_seconds: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.sent)
+
+
 @dataclass(frozen=True)
 class Ranks:
-    """This process's place in a group of ``world`` processes running one simulation."""
+    """This process's place in a group of ``world`` processes running one simulation, and what
+    its gathers cost (``traffic``)."""
 
     rank: int
     world: int
+    traffic: Traffic = field(default_factory=Traffic, compare=False, repr=False)
 
     @classmethod
     def current(cls) -> Ranks:
@@ -140,15 +169,38 @@ class Ranks:
         return value, [_placed(part, device) for part in parts]
 
     def gathered(self, value: Any) -> list[Any]:
-        """Every rank's ``value``, in rank order (one ``all_gather_object``)."""
+        """Every rank's ``value``, in rank order: ``all_gather_object``'s protocol (pickled
+        payloads gathered as padded byte tensors), counted in :attr:`traffic`."""
         import torch.distributed as dist
 
-        out: list[Any] = [None] * self.world
+        started = time.perf_counter()
+        pickled = io.BytesIO()
+        pickle.dump(value, pickled)
+        view = pickled.getbuffer()  # no copy: the tensor below shares the pickle's bytes
+        payload = torch.frombuffer(view, dtype=torch.uint8)
+        sizes = [torch.zeros(1, dtype=torch.long) for _ in range(self.world)]
+        encoded = time.perf_counter()
         try:
-            dist.all_gather_object(out, value)
+            dist.all_gather(sizes, torch.tensor([payload.numel()], dtype=torch.long))
+            longest = max(int(size) for size in sizes)
+            short = longest - payload.numel()
+            padded = torch.cat([payload, payload.new_zeros(short)]) if short else payload
+            payloads = [torch.empty(longest, dtype=torch.uint8) for _ in range(self.world)]
+            dist.all_gather(payloads, padded)
         except (RuntimeError, OSError) as error:  # gloo and nccl report lost peers so
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise PeerLost(f"rank {self.rank} lost its peers ({first})") from error
+        waited = time.perf_counter()
+        del payload, padded
+        view.release()
+        out = [pickle.loads(payloads[r].numpy().data[: int(sizes[r])]) for r in range(self.world)]
+        del payloads
+        decoded = time.perf_counter()
+        own = int(sizes[self.rank])
+        self.traffic.sent.append(own)
+        self.traffic.received.append(sum(int(size) for size in sizes) - own)
+        self.traffic.wait_seconds.append(waited - encoded)
+        self.traffic.codec_seconds.append((encoded - started) + (decoded - waited))
         return out
 
     def _collect(self, compute: Callable[[], T], share: Callable[[T], Any]) -> tuple[T, list[Any]]:

@@ -1,0 +1,35 @@
+"""The ranks' gather counts what it moves (byzmtl.engine.ranks.Traffic): two ranks gather
+objects of known pickled sizes; each gets every rank's object back, and counts its own payload
+as sent and the other's as received, once per gather."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+
+from byzmtl import distributed
+from tests.traffic_rank import objects
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+RANK = Path(__file__).resolve().parent / "traffic_rank.py"
+
+
+def test_each_rank_counts_its_payload_sent_and_the_others_received(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "60")
+    assert distributed.spawn([sys.executable, str(RANK), str(tmp_path)], 2) == 0
+    records = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    sizes = [[len(pickle.dumps(o)) for o in objects(r)] for r in (0, 1)]
+    assert sizes[0] != sizes[1]  # the ranks' payloads differ: one is padded in the gather
+    for rank, record in enumerate(records):
+        assert record["same"] == [True, True]
+        assert record["sent"] == sizes[rank]
+        assert record["received"] == sizes[1 - rank]
+        assert len(record["wait_seconds"]) == len(record["codec_seconds"]) == 2
+        assert all(s >= 0 for s in record["wait_seconds"] + record["codec_seconds"])
