@@ -1,14 +1,32 @@
-"""Stage 1 of the distributed engine, timed: seconds per round, bytes exchanged per round and the
-share of a round spent in the exchange, for P processes on this machine.
+"""Stage 1 of the distributed engine, timed: seconds per round, peak memory per rank, bytes
+exchanged per round and the share of a round spent in the exchange, for P processes on this
+machine.
 
-    .venv/bin/python benchmarks/distributed.py --agents 1e5 --rounds 10 --procs 1,2 \
-        --out benchmarks/results/distributed_1e5.json
+    .venv/bin/python -m benchmarks.distributed --case tl --agents 1e5 --rounds 12 --procs 1,2 \
+        --out benchmarks/results/distributed_table.json
+    .venv/bin/python -m benchmarks.distributed --case tl --agents 1e6 --rounds 7 --procs 1,2 \
+        --out benchmarks/results/distributed_table.json
+    BYZMTL_DATA=/work/shared/data .venv/bin/python -m benchmarks.distributed --case har \
+        --epochs 11 --procs 1,2 --out benchmarks/results/distributed_table.json
+    BYZMTL_DATA=/work/shared/data .venv/bin/python -m benchmarks.distributed --case digits \
+        --epochs 2 --procs 1,2 --out benchmarks/results/distributed_table.json
 
-Target localization, the loss rule, 10 % attackers (constant attack), float64, the engine's
-default shards, one torch thread per process. Every process computes the replicated steps
-(adapt, send) itself; the exchange is one ``all_gather_object`` per round
-(:mod:`byzmtl.engine.ranks`), timed here on every rank, with the pickled size of what each rank
-sends. Rounds after the first are timed (the first builds the shards' layouts).
+Cases: ``tl`` target localization at the paper's density (at most 10 neighbours), the loss rule,
+10 % attackers (constant attack), float64; ``har`` the full HAR data (``$BYZMTL_DATA/har``), 30
+agents, the four rules in one run, no attackers; ``digits`` configs/digits-demo.toml on the full
+MNIST files (``$BYZMTL_DATA/mnist``), with ``--epochs`` epochs. The engine's default shards, one
+torch thread per process, glibc's mmap threshold fixed as the command line fixes it.
+
+Every measurement starts fresh processes (P = 1 too: one process, no group), so each rank's peak
+resident memory (``ru_maxrss``) is its own run's. Each rank times every round and reads its
+exchange's counts (:class:`byzmtl.engine.ranks.Traffic`: bytes sent and received, seconds in
+the collectives, seconds pickling); the first round (``tl``) or the first epoch (``har``,
+``digits``) is a warm-up and is not timed. Reported: the median over the timed rounds of the
+slowest rank's round, the bytes per round, the medians of the exchange's seconds and their share
+of the round (the wait in the collectives includes waiting for a slower rank; the transfer alone
+is the wait of the rank that arrived last, the smallest wait of each round). Before each
+measurement the script waits (at most ``--quiet-wait`` seconds) for the one-minute load average
+to fall under 1.5, and records it before and after.
 """
 
 from __future__ import annotations
@@ -16,7 +34,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import pickle
+import os
+import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,119 +46,214 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import load_average, save
+from benchmarks.common import load_average
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ("tl", "har", "digits")
 
 
-def config(agents: int, rounds: int, procs: int) -> dict[str, Any]:
-    return {
-        "case": "target-localization",
-        "rules": ["loss"],
-        "attackers": agents // 10,
-        "procs": procs,
-        "task": {"agents": agents, "iterations": rounds},
-    }
+def data_root() -> Path:
+    root = os.environ.get("BYZMTL_DATA")
+    if not root:
+        raise SystemExit("BYZMTL_DATA: the folder of the full data sets (har/, mnist/) is not set")
+    return Path(root)
 
 
-def rank_main(agents: int, rounds: int, out: Path) -> None:
-    """One rank (or the only process): time every round and every exchange."""
+def config(case: str, agents: int, rounds: int, epochs: int, procs: int) -> dict[str, Any]:
+    """The run measured: see the module docstring."""
+    if case == "tl":
+        return {
+            "case": "target-localization",
+            "rules": ["loss"],
+            "attackers": agents // 10,
+            "procs": procs,
+            "task": {"agents": agents, "iterations": rounds},
+        }
+    if case == "har":
+        har = data_root() / "har" / "UCI HAR Dataset"
+        return {
+            "case": "har",
+            "rules": ["loss", "distance", "average", "none"],
+            "procs": procs,
+            "task": {"data_dir": str(har), "epochs": epochs},
+        }
+    from byzmtl.config import read_toml
+
+    digits = read_toml(ROOT / "configs" / "digits-demo.toml")
+    digits["task"] = {**digits["task"], "data_dir": str(data_root() / "mnist"), "epochs": epochs}
+    return {**digits, "procs": procs}
+
+
+def rank_main(args: argparse.Namespace, out: Path) -> None:
+    """One rank (or the only process): time every round, read the exchange's counts."""
     from byzmtl import distributed
-    from byzmtl.engine.ranks import Ranks
+    from byzmtl.allocator import limit_heap_retention
     from byzmtl.experiment import prepare
 
+    limit_heap_retention()
     torch.set_num_threads(1)
     place = distributed.environment()
     world = 1 if place is None else place.world
     if place is not None:
         distributed.join(place, "cpu")
-    exchanges: list[tuple[float, int]] = []
-    gathered = Ranks.gathered
-
-    def timed(self: Ranks, value: Any) -> list[Any]:
-        size = len(pickle.dumps(value))
-        started = time.perf_counter()
-        result = gathered(self, value)
-        exchanges.append((time.perf_counter() - started, size))
-        return result
-
-    Ranks.gathered = timed  # type: ignore[method-assign]
     built = time.perf_counter()
-    experiment = prepare(config(agents, rounds, world))
+    experiment = prepare(config(args.case, int(args.agents), args.rounds, args.epochs, world))
     setup = time.perf_counter() - built
     simulation = experiment.simulation
+    warm_up = getattr(simulation.task, "rounds_per_epoch", 1)
+    ranks = simulation.ranks
+    first = 0 if ranks is None else len(ranks.traffic)
     marks = [time.perf_counter()]
     simulation.run(on_round=lambda state, output: marks.append(time.perf_counter()))
-    rounds_s = [b - a for a, b in itertools.pairwise(marks)][1:]
-    per_round = exchanges[1:]  # one exchange per round (none at P = 1)
-    record = {
+    rounds = [b - a for a, b in itertools.pairwise(marks)]
+    record: dict[str, Any] = {
         "rank": 0 if place is None else place.rank,
         "setup_s": setup,
         "shards": len(simulation.shards),
-        "seconds_per_round": sum(rounds_s) / len(rounds_s),
-        "exchange_seconds_per_round": sum(t for t, _ in per_round) / max(1, len(per_round)),
-        "bytes_sent_per_round": sum(b for _, b in per_round) / max(1, len(per_round)),
+        "warm_up_rounds": warm_up,
+        "round_s": rounds,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
     }
-    record["communicating_fraction"] = (
-        record["exchange_seconds_per_round"] / record["seconds_per_round"]
-    )
+    if ranks is not None:  # one gather per round
+        traffic = ranks.traffic
+        record["sent_bytes"] = traffic.sent[first:]
+        record["received_bytes"] = traffic.received[first:]
+        record["wait_s"] = traffic.wait_seconds[first:]
+        record["codec_s"] = traffic.codec_seconds[first:]
+        if len(record["sent_bytes"]) != len(rounds):  # pragma: no cover - one per round
+            raise RuntimeError(f"{len(rounds)} rounds, {len(record['sent_bytes'])} gathers")
     out.write_text(json.dumps(record))
     if place is not None:
         distributed.leave()
 
 
-def measure(agents: int, rounds: int, procs: int) -> dict[str, Any]:
+def wait_for_quiet(limit: float, below: float = 1.5) -> float:
+    """Seconds waited (at most ``limit``) for the one-minute load average to fall below
+    ``below``."""
+    started = time.monotonic()
+    while load_average() >= below and time.monotonic() - started < limit:
+        time.sleep(5)
+    return time.monotonic() - started
+
+
+def measure(args: argparse.Namespace, procs: int) -> dict[str, Any]:
+    """One measurement in fresh processes (see the module docstring)."""
     from byzmtl import distributed
 
+    waited = wait_for_quiet(args.quiet_wait)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, "-m", "benchmarks.distributed", "--rank-of", folder]
-        command += ["--agents", str(agents), "--rounds", str(rounds)]
+        command += ["--case", args.case, "--agents", str(int(args.agents))]
+        command += ["--rounds", str(args.rounds), "--epochs", str(args.epochs)]
         started = time.perf_counter()
         if procs == 1:
-            rank_main(agents, rounds, Path(folder) / "rank-0.json")
+            alone = {k: v for k, v in os.environ.items() if k not in distributed.GROUP_VARIABLES}
+            status = subprocess.run(command, env=alone, cwd=ROOT, check=False).returncode
         else:
-            distributed.spawn([*command, "--procs", str(procs)], procs)
+            status = distributed.spawn(command, procs, quiet_peers=False)
         wall = time.perf_counter() - started
         ranks = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("rank-*.json"))]
-    if len(ranks) != procs:
-        raise RuntimeError(f"{procs} processes: {len(ranks)} reported")
-    received = sum(r["bytes_sent_per_round"] for r in ranks)  # every rank receives all of them
-    return {
-        "agents": agents,
+    if status != 0 or len(ranks) != procs:
+        raise RuntimeError(f"{procs} processes: exit status {status}, {len(ranks)} reported")
+    return summarise(args, procs, ranks, wall, waited, load_before, os.getloadavg())
+
+
+def summarise(
+    args: argparse.Namespace,
+    procs: int,
+    ranks: list[dict[str, Any]],
+    wall: float,
+    waited: float,
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+) -> dict[str, Any]:
+    """The table's row: medians over the timed rounds (after the warm-up)."""
+    skip = ranks[0]["warm_up_rounds"]
+    timed = range(skip, len(ranks[0]["round_s"]))
+    slowest = [max(r["round_s"][i] for r in ranks) for i in timed]
+    row: dict[str, Any] = {
+        "case": args.case,
+        "agents": int(args.agents) if args.case == "tl" else None,
         "procs": procs,
-        "rounds_timed": rounds - 1,
+        "rounds_timed": len(timed),
+        "rounds_per_epoch": skip if args.case != "tl" else None,
         "wall_s": wall,
-        "seconds_per_round": max(r["seconds_per_round"] for r in ranks),
-        "bytes_received_per_round_per_rank": received if procs > 1 else 0,
-        "communicating_fraction": max(r["communicating_fraction"] for r in ranks),
-        "ranks": ranks,
+        "setup_s": max(r["setup_s"] for r in ranks),
+        "shards": ranks[0]["shards"],
+        "seconds_per_round": statistics.median(slowest),
+        "seconds_per_epoch": sum(slowest) / (len(timed) / skip) if args.case != "tl" else None,
+        "peak_rss_gb_per_rank": [r["peak_rss_gb"] for r in ranks],
+        "quiet_wait_s": waited,
+        "load_before": list(load_before),
+        "load_after": list(load_after),
     }
+    if procs > 1:
+        row["sent_bytes_per_round_per_rank"] = [
+            statistics.median(r["sent_bytes"][i] for i in timed) for r in ranks
+        ]
+        row["received_bytes_per_round_per_rank"] = [
+            statistics.median(r["received_bytes"][i] for i in timed) for r in ranks
+        ]
+        for key in ("wait_s", "codec_s"):
+            row[f"{key}_per_round_per_rank"] = [
+                statistics.median(r[key][i] for i in timed) for r in ranks
+            ]
+            row[f"{key[:-2]}_fraction_per_rank"] = [  # median of each round's share
+                statistics.median(r[key][i] / r["round_s"][i] for i in timed) for r in ranks
+            ]
+        row["transfer_s_per_round"] = statistics.median(  # the last rank to arrive waits
+            min(r["wait_s"][i] for r in ranks)
+            for i in timed  # only for the transfer
+        )
+        row["transfer_fraction"] = row["transfer_s_per_round"] / row["seconds_per_round"]
+    row["ranks"] = ranks
+    return row
+
+
+def merged(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``out``'s rows, those of the same case, size and P replaced by ``rows``."""
+    key = ("case", "agents", "procs")
+    old = json.loads(out.read_text())["result"]["runs"] if out.exists() else []
+    new = {tuple(r[k] for k in key) for r in rows}
+    kept = [r for r in old if tuple(r[k] for k in key) not in new]
+    order = {case: i for i, case in enumerate(CASES)}
+    runs = sorted(kept + rows, key=lambda r: (order[r["case"]], r["agents"] or 0, r["procs"]))
+    return {"mode": "distributed-stage1", "threads": 1, "result": {"runs": runs}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=float, default=1e5)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--case", choices=CASES, default="tl")
+    parser.add_argument("--agents", type=float, default=1e5, help="tl: the network's size")
+    parser.add_argument("--rounds", type=int, default=12, help="tl: rounds, the first a warm-up")
+    parser.add_argument("--epochs", type=int, default=2, help="har, digits: the first a warm-up")
     parser.add_argument("--procs", default="1,2")
+    parser.add_argument("--quiet-wait", type=float, default=60.0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--rank-of", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    agents = int(args.agents)
     if args.rank_of is not None:  # a rank started by measure()
         from byzmtl import distributed
 
         place = distributed.environment()
-        rank = 0 if place is None else place.rank
-        rank_main(agents, args.rounds, args.rank_of / f"rank-{rank}.json")
+        rank_main(args, args.rank_of / f"rank-{0 if place is None else place.rank}.json")
         return
-    before = load_average()
-    results = [measure(agents, args.rounds, int(p)) for p in args.procs.split(",")]
-    for r in results:
-        print(
-            f"{r['agents']:>8} agents, P={r['procs']}: {r['seconds_per_round']:.3f} s/round, "
-            f"{r['bytes_received_per_round_per_rank'] / 1e6:.1f} MB received per rank per round, "
-            f"{100 * r['communicating_fraction']:.0f} % of a round in the exchange"
-        )
-    result = {"load_before": before, "load_after": load_average(), "runs": results}
-    save(args.out, "distributed-stage1", 1, result)
+    rows = []
+    for procs in (int(p) for p in args.procs.split(",")):
+        row = measure(args, procs)
+        rows.append(row)
+        line = f"{args.case} {row['agents'] or ''} P={procs}: "
+        line += f"{row['seconds_per_round']:.4f} s/round"
+        line += f", peak {max(row['peak_rss_gb_per_rank']):.2f} GB/rank"
+        if procs > 1:
+            line += f", {max(row['received_bytes_per_round_per_rank']) / 1e6:.1f} MB in/rank/round"
+            line += f", exchange {100 * max(row['wait_fraction_per_rank']):.0f} % (wait)"
+            line += f" + {100 * max(row['codec_fraction_per_rank']):.0f} % (pickle)"
+        print(line + f"; load {row['load_before'][0]:.2f} -> {row['load_after'][0]:.2f}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(merged(args.out, rows), indent=1) + "\n")
 
 
 if __name__ == "__main__":
