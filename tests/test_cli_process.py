@@ -308,3 +308,30 @@ def test_ctrl_c_works_when_the_parent_ignores_it(tmp_path: Path) -> None:
         process.kill()
     assert process.returncode == 130, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("fork", ["works", "refused"])
+def test_the_worker_draws_in_two_processes_or_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork: str
+) -> None:
+    """figure.png here and diagnostics.png in a fork; where the system refuses the fork, both
+    here. Either way both are drawn, and the warnings are those of the figures."""
+    import os
+
+    from byzmtl.plots import worker
+    from byzmtl.results import write_results
+
+    folder = write_results(_quick_result(), tmp_path / "run")
+    for name in ("figure.png", "diagnostics.png"):
+        (folder / name).unlink()
+    (folder / "diagnostics.csv").write_text("broken")
+    if fork == "refused":
+
+        def no_fork() -> int:
+            raise OSError(11, "Resource temporarily unavailable")
+
+        monkeypatch.setattr(os, "fork", no_fork)
+    lines = worker._in_two(folder, "minmax", ["figure"], ["diagnostics"])
+    assert (folder / "figure.png").is_file()
+    assert not (folder / "diagnostics.png").exists()
+    assert [line.split(" (")[0] for line in lines] == ["diagnostics: not drawn"]

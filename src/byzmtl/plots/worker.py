@@ -112,7 +112,12 @@ def _in_two(folder: Path, band: str, mine: Sequence[str], theirs: Sequence[str])
     if not theirs or sys.platform != "linux":
         return _draw(folder, band, [*mine, *theirs])
     read, write = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare: one after the other
+        os.close(read)
+        os.close(write)
+        return _draw(folder, band, [*mine, *theirs])
     if pid == 0:  # the fork: draw, answer through the pipe, leave without any clean-up
         try:
             os.close(read)
