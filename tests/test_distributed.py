@@ -147,6 +147,20 @@ def test_samples_and_a_single_shard_give_the_one_process_results(
     _same_files(runs[2] / name, runs[1] / name)
 
 
+def test_ranks_hold_their_agents_only_where_the_attack_and_the_task_allow(
+    runs: dict[int, Path],
+) -> None:
+    """Partitioned (byzmtl.engine.partition) unless the attack reads agents beyond the
+    receivers' neighbourhoods (mimic) or the task cannot be cut to a rank's agents."""
+    for procs in BATCHES:
+        engines = {name: (runs[procs] / name / "engine.txt").read_text() for name in BATCHES[procs]}
+        whole = {"mimic", "har", "digits"}
+        assert {name for name, engine in engines.items() if engine == "Simulation"} == (
+            whole & set(engines)
+        ), engines
+        assert {engines[name] for name in set(engines) - whole} == {"PartitionedSimulation"}
+
+
 def test_the_attack_runs_have_five_shards_and_the_others_fewer() -> None:
     shards = {
         name: len(prepare(config).simulation.shards)

@@ -30,6 +30,7 @@ from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
 from byzmtl.datasets.errors import DatasetError
 from byzmtl.determinism import deterministic_algorithms, use_deterministic_cublas
 from byzmtl.engine import AttackOutputError, RoundOutput, SimState, Simulation
+from byzmtl.engine.partition import PartitionedSimulation, can_partition
 from byzmtl.engine.ranks import Ranks
 from byzmtl.outcome import Result, summarise
 from byzmtl.recording import Diagnostics, Recorder
@@ -188,15 +189,23 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
         raise ConfigError(f"graph: {error}") from None
     byzantine = _byzantine(config, case)
     sharding = {} if config.shard_edges is None else {"shard_edges": config.shard_edges}
+    ranks = _ranks(config.procs)
     try:
-        simulation = Simulation(
-            case, built, rules, attack, byzantine, config.seed, case.keys, dtype, device, **sharding
-        )
+        if ranks is not None and can_partition(case, built, attack, byzantine, ranks.world):
+            simulation: Simulation = PartitionedSimulation(  # each rank holds its agents only
+                case, built, rules, attack, byzantine, config.seed, ranks, case.keys, dtype,
+                device, **sharding,
+            )  # fmt: skip
+        else:
+            simulation = Simulation(
+                case, built, rules, attack, byzantine, config.seed, case.keys, dtype, device,
+                **sharding,
+            )  # fmt: skip
+            simulation.ranks = ranks  # procs > 1: shards split over the group's ranks (stage 1)
     except RuleAssumptionError as error:
         raise ConfigError(f"rules: {error}") from None
     except AttackAssumptionError as error:
         raise ConfigError(f"attack: {error}") from None
-    simulation.ranks = _ranks(config.procs)  # procs > 1: shards split over the group's ranks
     experiment = Experiment(config, case, built, byzantine, rules, attack, simulation)
     check_built_size(experiment)
     experiment.setup_seconds = time.perf_counter() - started
@@ -409,7 +418,8 @@ def run(
             if ranks is None:
                 write_checkpoint(state, seconds)
             else:  # collective: every rank learns whether rank 0's write failed
-                ranks.agree(lambda: write_checkpoint(state, seconds))
+                whole = simulation.whole_state(state)  # a partitioned run's ranks hold parts
+                ranks.agree(lambda: write_checkpoint(whole, seconds))
             saving += time.perf_counter() - now
 
     computing = time.perf_counter()

@@ -71,3 +71,17 @@ class ParameterTensors(Protocol):
     """A task whose flat models are made of several parameter tensors (a neural network)."""
 
     parameter_sizes: tuple[int, ...]  # the lengths of the tensors, in order, summing to d
+
+
+@runtime_checkable
+class Restrictable(Protocol):
+    """A task that can be cut to some of its agents, for a rank of a partitioned run
+    (:mod:`byzmtl.engine.partition`): ``restricted(agents)`` is the task of the agents with
+    those ids (sorted), agent ``agents[j]`` becoming agent j. Its batches, local steps, edge
+    losses, metrics and initial models of those agents must equal, bit for bit, the whole
+    task's rows of those agents (per-agent randomness keyed on the agents' identities, and
+    per-agent arithmetic only)."""
+
+    def restricted(self, agents: Any) -> Any:
+        """The task of ``agents`` ((n,) int64, sorted) only."""
+        ...

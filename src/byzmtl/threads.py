@@ -89,7 +89,7 @@ def problem_size(simulation: Any) -> int:
     parameters = getattr(task, "n_parameters", None)
     if parameters is None:
         parameters = int(task.init_models(1).shape[-1])
-    return int(task.n_agents) * int(parameters)
+    return int(simulation.graph.n_agents) * int(parameters)  # the whole network's, on every rank
 
 
 def apply(requested: int | None, size: int) -> int:

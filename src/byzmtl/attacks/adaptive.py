@@ -33,7 +33,7 @@ Each attacker b pulls towards its own target T_b = value + U[0, spread)^d, drawn
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import torch
 from annotated_types import Ge, Gt, Interval
@@ -85,6 +85,7 @@ class Adaptive(Attack):
     margin: Annotated[float, Interval(gt=0, lt=1)] = 1e-3
     steps: Annotated[int, Ge(1)] = 30
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def anchors(self, x: AttackInputs) -> tuple[Tensor, Tensor]:
         """(R, B, d) lowest-loss honest message of each receiver's neighbourhood and its loss."""
@@ -147,6 +148,7 @@ class NullSpace(Attack):
     probe: Annotated[float, Gt(0)] = 1.0
     max_dimension: int = 64
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def check(self, context: AttackContext, task: Any) -> None:
         dimension = int(task.init_models(1).shape[-1])

@@ -138,6 +138,11 @@ class Attack(ABC):
 
     name: ClassVar[str]
     trains: bool
+    # The message on edge (l, k) depends only on k's neighbourhood (its senders' psi and
+    # w(i-1), k's batch through ``loss_of``, its degree) and on draws keyed on agents: then a
+    # run of several processes holds each rank's agents only (byzmtl.engine.partition).
+    # An attack that reads other agents (``mimic``) or whole-network statistics keeps False.
+    neighbourhood_only: ClassVar[bool] = False
 
     def check(self, context: AttackContext, task: Any) -> None:  # noqa: B027 - optional hook
         """Raise :class:`AttackAssumptionError` if the attack cannot run against ``task`` on this

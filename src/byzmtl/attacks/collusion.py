@@ -19,7 +19,7 @@ Byzantine sender of N_k sends k the same message, crafted for k:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 from annotated_types import Gt
@@ -57,6 +57,7 @@ class ALittleIsEnough(Attack):
 
     z: float | None = None
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): mean_H - z * std_H at every attacked edge's receiver."""
@@ -89,6 +90,7 @@ class InnerProductManipulation(Attack):
 
     epsilon: Annotated[float, Gt(0)] = 0.1
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): the receiver's previous model moved against its honest neighbours' mean
@@ -115,6 +117,7 @@ class Dissensus(Attack):
 
     epsilon: Annotated[float, Gt(0)] = 1.5
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): the message that reverses the honest neighbours' pull on the receiver."""

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import torch
 from annotated_types import Ge, Gt
@@ -42,6 +42,7 @@ class SignFlip(Attack):
 
     scale: Annotated[float, Gt(0)] = 1.0
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): -scale * psi_b on every attacked edge (b -> k)."""
@@ -65,6 +66,7 @@ class Gaussian(Attack):
 
     sigma: Annotated[float, Gt(0)] = 1.0
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def messages(self, x: AttackInputs) -> Tensor:
         """(R, B, d): psi_b + sigma * n_bk, n_bk ~ N(0, I) keyed on (seed, edge, round)."""

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 from annotated_types import Gt
@@ -35,6 +35,7 @@ class Constant(Attack):
     value: float = 15.0
     spread: float = 1.0
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def messages(self, x: AttackInputs) -> Tensor:
         memo = ("constant", self.value, self.spread, x.psi.shape[-1], x.psi.dtype)
@@ -51,6 +52,7 @@ class Scaled(Attack):
 
     scale: Annotated[float, Gt(0)] = 0.1
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def messages(self, x: AttackInputs) -> Tensor:
         factor = self.scale * x.uniform("attack-scaled", x.context.edge_keys, 1)
@@ -82,6 +84,7 @@ class PaperScaled(Attack):
 
     scale: Annotated[float, Gt(0)] = 0.1
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def broadcast(self, x: AttackInputs) -> Tensor:
         """(R, n_b, d): every Byzantine agent's psi_b times its factors of this round."""
@@ -108,6 +111,7 @@ class Noise(Attack):
     low: float = 0.0
     high: float = 0.1
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def __post_init__(self) -> None:  # a relation between two parameters: the class's check
         if not self.low < self.high:
@@ -124,6 +128,7 @@ class NotANumber(Attack):
     """Send a message whose every coordinate is NaN."""
 
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def messages(self, x: AttackInputs) -> Tensor:
         return x.psi.new_full((x.psi.shape[0], len(x.senders), x.psi.shape[-1]), torch.nan)
@@ -135,6 +140,7 @@ class Infinite(Attack):
     """Send a message whose every coordinate is +Inf."""
 
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True
 
     def messages(self, x: AttackInputs) -> Tensor:
         return x.psi.new_full((x.psi.shape[0], len(x.senders), x.psi.shape[-1]), torch.inf)

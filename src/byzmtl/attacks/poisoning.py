@@ -25,7 +25,7 @@ an error that names the case study.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor
 
@@ -46,6 +46,7 @@ class LabelFlip(Attack):
     The attacker always trains (``trains`` must stay True)."""
 
     trains: Literal[True] = True  # it trains on its flipped data
+    neighbourhood_only: ClassVar[bool] = True
 
     def check(self, context: AttackContext, task: Any) -> None:
         if not isinstance(task, LabelFlipping):

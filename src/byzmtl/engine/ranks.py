@@ -149,7 +149,7 @@ class Ranks:
         exception if it failed, every other case :class:`AgreedFailure` with the first failing
         rank's error (so rank 0 alone has an error to report). Collective: every rank of the
         group must call it."""
-        return self._collect(compute, lambda value: None)[0]
+        return self.collect(compute, lambda value: None)[0]
 
     def exchange(
         self,
@@ -162,7 +162,7 @@ class Ranks:
         ``shards`` in shard order (``parts_of`` the computed value on every rank, gathered in
         rank order). Agreed: a failure on any rank raises on every rank."""
         owned = owned_range(shards, self.rank, self.world)
-        value, shared = self._collect(lambda: compute(owned), lambda v: _compact(parts_of(v)))
+        value, shared = self.collect(lambda: compute(owned), lambda v: _compact(parts_of(v)))
         parts = [part for rank_parts in shared for part in rank_parts]
         if len(parts) != shards:  # pragma: no cover - the ranges cover the shards
             raise RuntimeError(f"ranks returned {len(parts)} shard parts, expected {shards}")
@@ -203,7 +203,7 @@ class Ranks:
         self.traffic.codec_seconds.append((encoded - started) + (decoded - waited))
         return out
 
-    def _collect(self, compute: Callable[[], T], share: Callable[[T], Any]) -> tuple[T, list[Any]]:
+    def collect(self, compute: Callable[[], T], share: Callable[[T], Any]) -> tuple[T, list[Any]]:
         """``compute()`` here and every rank's ``share`` of its value, in one gather that also
         carries every rank's failure (see :meth:`agree`)."""
         error: Exception | None = None

@@ -29,6 +29,7 @@ class Shard:
     attacked: Tensor  # positions, within the shard, of edges whose sender is Byzantine
     attacked_rows: Tensor  # their rows in the round's tensor of attack messages
     totals: tuple[int, int]  # (edges, agents) of the whole graph
+    may_be_dense: bool = True  # False: always combined as sparse (a partitioned rank's shards)
 
     @property
     def n_edges(self) -> int:
@@ -43,7 +44,7 @@ class Shard:
     def dense(self) -> bool:
         """At least half of all (receiver, sender) pairs of the shard are edges: then a dense
         (receivers, agents) matrix, or work on all pairs, costs at most twice the edges."""
-        return self.edges.n_agents * self.totals[1] <= 2 * self.n_edges
+        return self.may_be_dense and self.edges.n_agents * self.totals[1] <= 2 * self.n_edges
 
     @cached_property
     def attacked_receivers(self) -> Tensor:
@@ -56,15 +57,21 @@ class Shard:
         return self.receivers * self.totals[1] + self.edges.senders
 
 
-def make_shards(edges: Neighbourhoods, attack_edges: Tensor, max_edges: int) -> list[Shard]:
+def make_shards(
+    edges: Neighbourhoods, attack_edges: Tensor, max_edges: int, senders: int | None = None
+) -> list[Shard]:
     """Cut the receivers into contiguous ranges of at most ``max_edges`` edges each (a receiver
-    with more edges than that gets a shard of its own)."""
-    totals = (edges.n_edges, edges.n_agents)
+    with more edges than that gets a shard of its own). ``senders``: the number of rows of the
+    round's models that the edges' senders index, on a rank of a partitioned run (its agents
+    and halo, :mod:`byzmtl.engine.partition`), whose shards are then always sparse; default:
+    the receivers, ``edges.n_agents``."""
+    totals = (edges.n_edges, edges.n_agents if senders is None else senders)
+    dense = senders is None
     rows = torch.arange(attack_edges.numel(), device=attack_edges.device)
     offsets = np.concatenate([[0], np.cumsum(edges.degrees.cpu().numpy())])
     if offsets[-1] <= max_edges:
         everything = (slice(0, edges.n_agents), slice(0, edges.n_edges), edges)
-        return [Shard(*everything, edges.receivers, attack_edges, rows, totals)]
+        return [Shard(*everything, edges.receivers, attack_edges, rows, totals, dense)]
     shards, first = [], 0
     while first < edges.n_agents:
         last = int(np.searchsorted(offsets, offsets[first] + max_edges, side="right")) - 1
@@ -87,6 +94,7 @@ def make_shards(edges: Neighbourhoods, attack_edges: Tensor, max_edges: int) -> 
                 attack_edges[inside] - lo,
                 rows[inside],
                 totals,
+                dense,
             )
         )
         first = last

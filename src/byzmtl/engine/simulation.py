@@ -279,7 +279,7 @@ class Simulation:
 
     def _empty_whole(self, part: _Part) -> _Part:
         """Whole-graph tensors shaped like the shard ``part``'s, to be filled shard by shard."""
-        n, e = self.graph.n_agents, self.edges.n_edges
+        n, e = self.edges.n_agents, self.edges.n_edges
         models = part[0].new_empty((part[0].shape[0], n, *part[0].shape[2:]))
         weights = [None if w is None else w.new_empty((e, *w.shape[1:])) for w in part[1]]
         states = [
@@ -425,6 +425,11 @@ class Simulation:
         if own is not None:
             kept = torch.where(torch.isfinite(own).all(-1, keepdim=True), own, kept)
         return new.index_copy_(1, self.byzantine_ids, kept)
+
+    def whole_state(self, state: SimState) -> SimState:
+        """The whole network's state from what this process holds: ``state`` itself (a
+        partitioned run gathers it, :mod:`byzmtl.engine.partition`)."""
+        return state
 
     def run(
         self,

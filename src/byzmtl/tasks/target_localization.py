@@ -202,6 +202,18 @@ class TargetLocalization(CaseStudy):
             observation_noise=move(self.observation_noise),
         )
 
+    def restricted(self, agents: np.ndarray) -> TargetLocalization:
+        """The case study of ``agents`` (sorted ids) only, agent ``agents[j]`` renamed j: its
+        samples, steps, losses and metrics are the whole case study's rows of those agents (the
+        samples are keyed on the agents' identities; every operation is per agent)."""
+        return self._copy(
+            keys=self.keys[agents],
+            positions=self.positions[agents],
+            groups=self.groups[agents],
+            regressor_noise=self.regressor_noise[agents],
+            observation_noise=self.observation_noise[agents],
+        )
+
     def regrouped(self, groups: np.ndarray) -> TargetLocalization:
         """The same case study with agent k seeking target ``groups[k]``."""
         return self._copy(groups=np.asarray(groups, dtype=np.int64))

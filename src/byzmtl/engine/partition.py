@@ -1,0 +1,448 @@
+"""Partitioned runs: each rank of P processes holds only its own agents (stage 2 of the
+distributed engine), with results bit-identical to one process.
+
+The receivers are cut into P contiguous ranges of about E / P edges each (edges are sorted by
+receiver, so a range's incoming edges are one contiguous slice of the edge list):
+
+    rank r owns agents [a_r, a_(r+1)),   a_r = the first receiver whose edges start at or
+    after floor(r E / P).
+
+Rank r holds the models, learner and rule states and data of its agents only, and the edges
+into them. Its *table* is its agents and its *halo* H_r (the senders of those edges owned by
+other ranks), in increasing global id, so that every sender keeps its order. Each round:
+
+    psi_k, k in own           local step of the rank's agents          (task restricted to them)
+    psi_h, w_h(i-1), h in H_r  received from their owners               (one all_to_all_single)
+    m_lk, s_lk, a_lk, w_k      send, score, weigh and combine the rank's receivers, on the table
+
+The attack sees the table as its network: every attack that runs partitioned
+(``Attack.neighbourhood_only``) computes the message on edge (l, k) from k's neighbourhood, k's
+batch and draws keyed on the agents' identities, which the table holds exactly. Every kernel
+then runs per receiver on the inputs it has in one process, in the same edge order, so every
+value is bit for bit the one-process value.
+
+Each round's metrics (R, N_r) and edge weights (E_r,) are gathered in rank order (one pickled
+gather, :meth:`byzmtl.engine.ranks.Ranks.collect`, which also carries any rank's failure), so
+the recording sees the one-process tensors; the whole state is gathered only for a checkpoint
+and at the end (:meth:`PartitionedSimulation.whole_state`).
+
+A run is partitioned when :func:`can_partition` holds: the task can be restricted
+(:class:`byzmtl.protocols.Restrictable`), the attack is neighbourhood-only (or nobody is
+Byzantine), no shard of one process could be dense (twice the largest in-degree is below the
+number of agents: a rank's shards are always combined as sparse, one process's sparse ones the
+same way), and every rank has agents.
+Otherwise a run of P processes uses stage 1 (:mod:`byzmtl.engine.ranks`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from byzmtl import rng
+from byzmtl.attacks.base import Attack, AttackContext
+from byzmtl.attacks.base import check_hooks as check_attack_hooks
+from byzmtl.engine.combine import Combiner
+from byzmtl.engine.containment import count_contained, keep_finite
+from byzmtl.engine.messages import MessageBuffers
+from byzmtl.engine.ranks import Ranks
+from byzmtl.engine.sending import Heard, send
+from byzmtl.engine.shards import SHARD_EDGES, make_shards
+from byzmtl.engine.simulation import Round, Simulation, _agent_ids
+from byzmtl.engine.state import RoundOutput, SimState
+from byzmtl.graph import Graph
+from byzmtl.neighbourhoods import Neighbourhoods
+from byzmtl.protocols import ParameterTensors, Restrictable, Task
+from byzmtl.rules.base import Rule, RuleState, WeightRule
+from byzmtl.rules.base import check_hooks as check_rule_hooks
+
+
+def agent_bounds(degrees: np.ndarray, world: int) -> np.ndarray:
+    """(world + 1,) first agent of each rank (and N): rank r's receivers start at the first
+    agent whose incoming edges start at or after floor(r E / world)."""
+    offsets = np.concatenate([[0], np.cumsum(degrees)])
+    targets = np.arange(world + 1) * int(offsets[-1]) // world
+    bounds = np.searchsorted(offsets, targets, side="left")
+    bounds[-1] = len(degrees)
+    return bounds.astype(np.int64)
+
+
+def can_partition(
+    task: Task, graph: Graph, attack: Attack | None, byzantine: np.ndarray, world: int
+) -> bool:
+    """Whether a run of ``world`` processes can hold each rank's agents only (see the module)."""
+    if world < 2 or not isinstance(task, Restrictable):
+        return False
+    if len(byzantine) and not getattr(attack, "neighbourhood_only", False):
+        return False
+    degrees = graph.degrees
+    return (
+        2 * int(degrees.max()) < graph.n_agents and np.diff(agent_bounds(degrees, world)).min() > 0
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Halo:
+    """Rank ``rank``'s part of the graph: its agents, its table and what it exchanges."""
+
+    rank: int
+    agents: slice  # own agents, global ids a..b-1
+    edge_range: slice  # the edges into them
+    table: np.ndarray  # (T,) global ids of own agents and halo, increasing
+    own: slice  # own agents' rows in the table
+    halo_rows: Tensor  # (H,) table rows of the halo, in the order they arrive
+    received: list[int]  # rows received from each rank
+    send_rows: Tensor  # (S,) own-agent rows sent, to rank 0 first
+    sent: list[int]  # rows sent to each rank
+
+    @classmethod
+    def of(cls, graph: Graph, rank: int, world: int, device: torch.device) -> Halo:
+        bounds = agent_bounds(graph.degrees, world)
+        offsets = np.concatenate([[0], np.cumsum(graph.degrees)])
+
+        def halo(q: int) -> np.ndarray:
+            senders = graph.senders[offsets[bounds[q]] : offsets[bounds[q + 1]]]
+            outside = (senders < bounds[q]) | (senders >= bounds[q + 1])
+            return np.unique(senders[outside])
+
+        first, last = int(bounds[rank]), int(bounds[rank + 1])
+        mine = halo(rank)
+        table = np.union1d(np.arange(first, last), mine)
+        start = int(np.searchsorted(table, first))
+        owners = np.searchsorted(bounds, mine, side="right") - 1
+        received = np.bincount(owners, minlength=world).tolist()  # mine sorted: owners ascend
+        to_send = []
+        for q in range(world):
+            wanted = halo(q) if q != rank else np.empty(0, np.int64)
+            to_send.append(wanted[(wanted >= first) & (wanted < last)] - first)
+        rows = np.concatenate(to_send) if to_send else np.empty(0, np.int64)
+
+        def tensor(values: np.ndarray) -> Tensor:
+            return torch.as_tensor(values, dtype=torch.long, device=device)
+
+        return cls(
+            rank,
+            slice(first, last),
+            slice(int(offsets[first]), int(offsets[last])),
+            table,
+            slice(start, start + last - first),
+            tensor(np.searchsorted(table, mine)),
+            received,
+            tensor(rows),
+            [len(r) for r in to_send],
+        )
+
+    def exchange(self, rows: Tensor) -> Tensor:
+        """The halo's rows (H, ...) from their owners, for this rank's own rows (N_r, ...):
+        one ``all_to_all_single``. Collective."""
+        import torch.distributed as dist
+
+        outgoing = rows.index_select(0, self.send_rows).contiguous()
+        incoming = rows.new_empty((sum(self.received), *rows.shape[1:]))
+        dist.all_to_all_single(incoming, outgoing, self.received, self.sent)
+        return incoming
+
+
+class PartitionedSimulation(Simulation):
+    """A :class:`Simulation` of which this rank holds its own agents only (see the module).
+    ``step`` and ``run`` are collective: every rank of ``ranks`` calls them, in step."""
+
+    def __init__(
+        self,
+        task: Task,
+        graph: Graph,
+        rules: Sequence[Rule],
+        attack: Attack | None,
+        byzantine: Sequence[int] | np.ndarray,
+        seed: int,
+        ranks: Ranks,
+        keys: np.ndarray | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+        shard_edges: int = SHARD_EDGES,
+    ) -> None:
+        if graph.n_agents != task.n_agents:
+            raise ValueError(f"graph has {graph.n_agents} agents, task has {task.n_agents}")
+        if not rules:
+            raise ValueError("a simulation needs at least one rule")
+        ids = np.unique(_agent_ids(byzantine, graph.n_agents))
+        if not isinstance(task, Restrictable):
+            raise TypeError(f"{type(task).__name__} cannot be restricted to a rank's agents")
+        self.graph, self.rules, self.attack = graph, list(rules), attack
+        self.ranks, self.group = ranks, ranks  # ``group``: the same, never None
+        self.seed, self.dtype, self.device = seed, dtype, torch.device(device)
+        keys = rng.agent_keys(graph.n_agents) if keys is None else np.asarray(keys, np.uint64)
+        flags = np.zeros(graph.n_agents, dtype=bool)
+        flags[ids] = True
+        self._check(graph, task, attack, flags, seed, keys)
+        self.halo = halo = Halo.of(graph, ranks.rank, ranks.world, self.device)
+        table, own = halo.table, halo.own
+        self.task = task.restricted(np.arange(halo.agents.start, halo.agents.stop))
+        self.keys = keys[halo.agents]
+        self.n_total = graph.n_agents
+        edge_slice = halo.edge_range
+        senders = np.searchsorted(table, graph.senders[edge_slice])
+        receivers = graph.receivers[edge_slice] - halo.agents.start
+
+        def tensor(values: np.ndarray) -> Tensor:
+            return torch.as_tensor(values, dtype=torch.long, device=self.device)
+
+        degrees = graph.degrees[halo.agents]
+        self_edges = np.flatnonzero(table[senders] == graph.receivers[edge_slice])
+        self.edges = Neighbourhoods(
+            tensor(receivers), tensor(senders), tensor(self_edges), tensor(degrees), len(degrees)
+        )
+        table_flags = flags[table]
+        own_flags = flags[halo.agents]
+        self.byzantine = torch.as_tensor(own_flags, device=self.device)
+        self.normal = ~self.byzantine
+        self.byzantine_ids = torch.as_tensor(np.flatnonzero(own_flags), device=self.device)
+        self.attack_edges = tensor(np.flatnonzero(table_flags[senders]))
+        self._attacked_receivers = self.edges.receivers.index_select(0, self.attack_edges)
+        table_degrees = np.zeros(len(table), dtype=np.int64)
+        table_degrees[own] = degrees
+        table_self = np.full(len(table), self_edges[0] if len(self_edges) else 0)
+        table_self[own] = self_edges
+        on_table = Neighbourhoods(  # the attack's network: edges into own agents, on the table
+            tensor(receivers + own.start),
+            tensor(senders),
+            tensor(table_self),
+            tensor(table_degrees),
+            len(table),
+        )
+        sizes = task.parameter_sizes if isinstance(task, ParameterTensors) else None
+        self.attack_context = AttackContext(
+            seed,
+            keys[table],
+            on_table,
+            torch.as_tensor(table_flags, device=self.device),
+            self.attack_edges,
+            sizes,
+        )
+        self._own_byzantine = torch.searchsorted(
+            self.attack_context.byzantine_ids, self.byzantine_ids + own.start
+        )
+        self.scored = [r for r, rule in enumerate(self.rules) if rule.needs_losses]
+        contiguous = bool(self.scored) and self.scored == list(
+            range(self.scored[0], self.scored[-1] + 1)
+        )
+        self._scored_rows = (
+            slice(self.scored[0], self.scored[-1] + 1)
+            if contiguous
+            else torch.as_tensor(self.scored, dtype=torch.long, device=self.device)
+        )
+        self.dense, self._pair_scorer = False, None
+        per_rule = max(1, shard_edges // len(self.rules))
+        self.shards = make_shards(self.edges, self.attack_edges, per_rule, len(table))
+        self._buffers = MessageBuffers(self.shards)
+        self._combine = Combiner(self.rules, self.device)
+        self._weighs = [
+            rule.affinities if isinstance(rule, WeightRule) else rule.step for rule in self.rules
+        ]
+        self._all_finite = {
+            shard.n_edges: torch.ones(
+                (self.replicas, shard.n_edges), dtype=torch.bool, device=self.device
+            ).unbind(0)
+            for shard in self.shards
+        }
+
+    def _check(
+        self,
+        graph: Graph,
+        task: Task,
+        attack: Attack | None,
+        flags: np.ndarray,
+        seed: int,
+        keys: np.ndarray,
+    ) -> None:
+        """The one-process checks of the rules and the attack, on the whole graph (the same
+        errors, naming the same agents, on every rank)."""
+        edges = Neighbourhoods.from_graph(graph, self.device)  # shares the graph's arrays
+        for rule in self.rules:
+            check_rule_hooks(rule)
+            rule.check(edges)
+        if attack is not None:
+            check_attack_hooks(attack)
+        attacked = torch.as_tensor(np.flatnonzero(flags[graph.senders]), device=self.device)
+        if attacked.numel() and attack is None:
+            raise ValueError("Byzantine agents need an attack")
+        if attack is not None and flags.any():
+            sizes = task.parameter_sizes if isinstance(task, ParameterTensors) else None
+            byzantine = torch.as_tensor(flags, device=self.device)
+            attack.check(AttackContext(seed, keys, edges, byzantine, attacked, sizes), task)
+
+    def init_state(self) -> SimState:
+        models = self.task.init_models(self.replicas).to(self.device, self.dtype)
+        if not bool(torch.isfinite(models).all()):
+            raise ValueError("the task's initial models are not all finite")
+        rule_states = [rule.init_state(self.edges, self.dtype) for rule in self.rules]
+        return SimState(0, models, rule_states, self.task.init_state(models))
+
+    def _step(self, state: SimState) -> tuple[SimState, RoundOutput]:
+        i, previous = state.iteration, state.models
+        failure: Exception | None = None
+        try:
+            batch = self.task.batch(i)
+            psi, task_state = self._adapt(previous, batch, state.task_state, i)
+            psi, failed_steps = keep_finite(psi, previous)
+        except Exception as raised:  # reported in the gather below, after the exchange
+            failure, psi = raised, previous
+        tables = self._tables(previous, psi)
+
+        def rest() -> tuple[SimState, RoundOutput]:
+            if failure is not None:
+                raise failure
+            heard = self._send(i, tables[0], tables[1], batch)
+            round_ = Round(i, previous, psi, heard, batch)
+            new, weights, rule_states = self._joined(
+                self._parts(range(len(self.shards)), round_, state)
+            )
+            new, failed_combinations = keep_finite(new, psi)
+            new = self._byzantine_models(new, round_)
+            contained = count_contained(
+                state.contained, self.normal, failed_steps, failed_combinations
+            )
+            metrics = self.task.metrics(new, batch, i)
+            next_state = SimState(i + 1, new, rule_states, task_state, contained)
+            return next_state, RoundOutput(metrics, weights)
+
+        computed, shared = self.group.collect(rest, _portable_output)
+        return computed[0], _joined_output(shared, self.device)
+
+    def _tables(self, previous: Tensor, psi: Tensor) -> tuple[Tensor, Tensor]:
+        """(R, T, d) w(i-1) and psi of the table's agents: the rank's own, and the halo's from
+        their owners (w(i-1) only when an attack may read it)."""
+        halo, own = self.halo, self.halo.own
+        sent = [psi] if self.attack is None else [psi, previous]
+        incoming = halo.exchange(torch.stack(sent).permute(2, 0, 1, 3))  # (H, k, R, d)
+        incoming = incoming.permute(1, 2, 0, 3)
+        tables = []
+        for j, rows in enumerate(sent):
+            table = rows.new_empty((rows.shape[0], len(halo.table), rows.shape[2]))
+            table[:, own] = rows
+            table.index_copy_(1, halo.halo_rows, incoming[j])
+            tables.append(table)
+        return tables[-1], tables[0]
+
+    def _send(self, i: int, previous: Tensor, psi: Tensor, batch: Any) -> Heard:
+        """What the rank's receivers hear, from the tables ``previous`` and ``psi``."""
+        if self.attack is None or not self.attack_edges.numel():
+            return Heard(psi, None, None, None)
+        from byzmtl.attacks.base import AttackInputs
+
+        receivers = self._attacked_receivers
+
+        def loss_of(candidates: Tensor) -> Tensor:
+            return self.task.edge_losses(candidates, receivers, batch)
+
+        inputs = AttackInputs(self.attack_context, i, psi, previous, loss_of)
+        return send(self.attack, self.attack_context, inputs, self.attack_edges.numel())
+
+    def _byzantine_models(self, new: Tensor, round_: Round) -> Tensor:
+        """The rank's Byzantine agents: w_b = psi_b, or what the attack sets (if finite)."""
+        if not self.byzantine_ids.numel():
+            return new
+        kept = round_.psi.index_select(1, self.byzantine_ids)
+        own = round_.heard.own
+        if own is not None:
+            own = own.index_select(1, self._own_byzantine)
+            kept = torch.where(torch.isfinite(own).all(-1, keepdim=True), own, kept)
+        return new.index_copy_(1, self.byzantine_ids, kept)
+
+    def local_state(self, whole: SimState) -> SimState:
+        """This rank's part of a whole-graph state (a checkpoint's)."""
+        agents, edges = self.halo.agents, self.halo.edge_range
+        return SimState(
+            whole.iteration,
+            whole.models[:, agents].clone(),
+            [_copied(state.cut(edges, agents)) for state in whole.rule_states],
+            {key: value[:, agents].clone() for key, value in whole.task_state.items()},
+            None if whole.contained is None or self.group.rank else whole.contained.clone(),
+        )
+
+    def whole_state(self, state: SimState) -> SimState:
+        """The whole-graph state, on every rank, as one process holds it. Collective."""
+        parts = self.group.gathered(_portable_state(state))
+        models = torch.cat([part.models for part in parts], 1).to(self.device)
+        rule_states = [
+            RuleState(
+                {k: torch.cat([p.rule_states[r].edges[k] for p in parts]) for k in rs.edges},
+                {k: torch.cat([p.rule_states[r].agents[k] for p in parts]) for k in rs.agents},
+            )
+            for r, rs in enumerate(parts[0].rule_states)
+        ]
+        task_state = {k: torch.cat([p.task_state[k] for p in parts], 1) for k in state.task_state}
+        counts = [part.contained for part in parts if part.contained is not None]
+        contained = torch.stack(counts).sum(0) if counts else None
+        whole = SimState(state.iteration, models, rule_states, task_state, contained)
+        return _placed_state(whole, self.device)
+
+    def run(
+        self,
+        state: SimState | None = None,
+        rounds: int | None = None,
+        on_round: Callable[[SimState, RoundOutput], None] | None = None,
+    ) -> SimState:
+        """:meth:`Simulation.run` from a whole-graph ``state`` (or the start), returning the
+        whole-graph state; ``on_round`` sees this rank's part. Collective."""
+        local = self.init_state() if state is None else self.local_state(state)
+        return self.whole_state(super().run(local, rounds, on_round))
+
+
+def _portable_output(value: tuple[SimState, RoundOutput]) -> tuple[Any, Any]:
+    """A round's metrics and weights, on the CPU, for the gather."""
+    output = value[1]
+    metrics = None if output.metrics is None else {k: v.cpu() for k, v in output.metrics.items()}
+    return metrics, [None if w is None else w.cpu() for w in output.weights]
+
+
+def _joined_output(shared: list[Any], device: torch.device) -> RoundOutput:
+    """The whole graph's round output from the ranks' parts, in rank order."""
+    metrics = None
+    if shared[0][0] is not None:
+        metrics = {k: torch.cat([m[k] for m, _ in shared], 1).to(device) for k in shared[0][0]}
+    weights = [
+        None if w is None else torch.cat([part[1][r] for part in shared]).to(device)
+        for r, w in enumerate(shared[0][1])
+    ]
+    return RoundOutput(metrics, weights)
+
+
+def _portable_state(state: SimState) -> SimState:
+    return SimState(
+        state.iteration,
+        state.models.cpu(),
+        [RuleState(_cpu(s.edges), _cpu(s.agents)) for s in state.rule_states],
+        _cpu(state.task_state),
+        None if state.contained is None else state.contained.cpu(),
+    )
+
+
+def _copied(state: RuleState) -> RuleState:
+    """``state`` holding copies, not views of a whole-graph state."""
+    return RuleState(
+        {key: value.clone() for key, value in state.edges.items()},
+        {key: value.clone() for key, value in state.agents.items()},
+    )
+
+
+def _cpu(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {key: value.cpu() for key, value in tensors.items()}
+
+
+def _placed_state(state: SimState, device: torch.device) -> SimState:
+    def to(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {key: value.to(device) for key, value in tensors.items()}
+
+    return SimState(
+        state.iteration,
+        state.models.to(device),
+        [RuleState(to(s.edges), to(s.agents)) for s in state.rule_states],
+        to(state.task_state),
+        None if state.contained is None else state.contained.to(device),
+    )
