@@ -114,12 +114,16 @@ def rank_main(args: argparse.Namespace, out: Path) -> None:
         "round_s": rounds,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
     }
-    if ranks is not None:  # one gather per round
-        traffic = ranks.traffic
-        record["sent_bytes"] = traffic.sent[first:]
-        record["received_bytes"] = traffic.received[first:]
-        record["wait_s"] = traffic.wait_seconds[first:]
-        record["codec_s"] = traffic.codec_seconds[first:]
+    if ranks is not None:  # one gather per round (a partitioned run: one more, its end)
+        traffic, last = ranks.traffic, first + len(rounds)
+        record["engine"] = type(simulation).__name__
+        record["sent_bytes"] = traffic.sent[first:last]
+        record["received_bytes"] = traffic.received[first:last]
+        record["wait_s"] = traffic.wait_seconds[first:last]
+        record["codec_s"] = traffic.codec_seconds[first:last]
+        record["halo_sent_bytes"] = traffic.halo_sent
+        record["halo_received_bytes"] = traffic.halo_received
+        record["halo_s"] = traffic.halo_seconds
         if len(record["sent_bytes"]) != len(rounds):  # pragma: no cover - one per round
             raise RuntimeError(f"{len(rounds)} rounds, {len(record['sent_bytes'])} gathers")
     out.write_text(json.dumps(record))
@@ -195,6 +199,15 @@ def summarise(
         row["received_bytes_per_round_per_rank"] = [
             statistics.median(r["received_bytes"][i] for i in timed) for r in ranks
         ]
+        row["engine"] = ranks[0]["engine"]
+        if ranks[0]["halo_s"]:  # partitioned: the halo's all_to_all besides the gather
+            for key in ("halo_sent_bytes", "halo_received_bytes"):
+                row[f"{key}_per_round_per_rank"] = [
+                    statistics.median(r[key][i] for i in timed) for r in ranks
+                ]
+            row["halo_fraction_per_rank"] = [
+                statistics.median(r["halo_s"][i] / r["round_s"][i] for i in timed) for r in ranks
+            ]
         for key in ("wait_s", "codec_s"):
             row[f"{key}_per_round_per_rank"] = [
                 statistics.median(r[key][i] for i in timed) for r in ranks

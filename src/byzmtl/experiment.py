@@ -33,7 +33,7 @@ from byzmtl.engine import AttackOutputError, RoundOutput, SimState, Simulation
 from byzmtl.engine.partition import PartitionedSimulation, can_partition
 from byzmtl.engine.ranks import Ranks
 from byzmtl.outcome import Result, summarise
-from byzmtl.recording import Diagnostics, Recorder
+from byzmtl.recording import Diagnostics, Recorder, WeightSums
 from byzmtl.registry import RegistryError
 from byzmtl.rules import RULES, Rule, RuleAssumptionError
 from byzmtl.sizing import check_built_size, check_planned_size
@@ -373,6 +373,17 @@ def run(
         time_unit=case.time_unit,
         record_times=times,
     )
+    summed = isinstance(simulation, PartitionedSimulation)
+    if isinstance(simulation, PartitionedSimulation):
+        own, edges = simulation.halo.agents, simulation.halo.edge_range
+        simulation.weight_sums = WeightSums(
+            graph.receivers[edges],
+            graph.senders[edges],
+            experiment.normal,
+            case.groups,
+            own,
+            simulation.device,
+        )
     earlier = {"wall": 0.0, "compute": 0.0}
     if resume is not None:
         if not 0 <= resume.state.iteration <= case.n_rounds:
@@ -405,7 +416,10 @@ def run(
         nonlocal saving
         if output.metrics is not None:
             recorder.add(output.metrics)
-        diagnostics.add(state.iteration - 1, output.weights, output.metrics)
+        if summed:  # a partitioned run's ranks gather per-receiver sums, not edge weights
+            diagnostics.add_sums(state.iteration - 1, output.sums, output.metrics)
+        else:
+            diagnostics.add(state.iteration - 1, output.weights, output.metrics)
         bar.update()
         if on_round is not None:
             on_round(state, output)

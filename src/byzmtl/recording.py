@@ -189,6 +189,68 @@ DIAGNOSTICS = (
 )
 
 
+class WeightSums:
+    """Per-receiver sums of one rule's edge weights c_lk, for the receivers a..b-1 of a graph
+    whose edges are given by global ids (the whole graph, or a rank's part of it):
+
+        b_k = sum over Byzantine l in N_k of c_lk,
+        o_k = sum over normal l in N_k of k's task group of c_lk (k included),
+
+    for normal k (0 for the others), each summed in edge order, so that a rank's sums are the
+    whole graph's rows of its receivers, bit for bit."""
+
+    def __init__(
+        self,
+        receivers: np.ndarray,
+        senders: np.ndarray,
+        normal: np.ndarray,
+        groups: np.ndarray,
+        agents: slice,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        to_normal = normal[receivers]
+        byzantine = np.flatnonzero(to_normal & ~normal[senders])
+        own = np.flatnonzero(to_normal & normal[senders] & (groups[receivers] == groups[senders]))
+
+        def tensor(values: np.ndarray) -> Tensor:
+            return torch.as_tensor(values, dtype=torch.long, device=device)
+
+        first = agents.start
+        self._byzantine, self._byzantine_to = (
+            tensor(byzantine),
+            tensor(receivers[byzantine] - first),
+        )
+        self._own, self._own_to = tensor(own), tensor(receivers[own] - first)
+        self.n_agents, self.n_edges = agents.stop - first, len(receivers)
+
+    def __call__(self, weights: Tensor) -> Tensor:
+        """(K, R, 2, b - a): b_k and o_k of (K, R, E) weights (NaN where a rule has none)."""
+        sums = [
+            self._per_receiver(weights, self._byzantine, self._byzantine_to),
+            self._per_receiver(weights, self._own, self._own_to),
+        ]
+        return torch.stack(sums, 2)
+
+    def _per_receiver(self, weights: Tensor, edges: Tensor, receivers: Tensor) -> Tensor:
+        totals = weights.new_zeros((*weights.shape[:2], self.n_agents))
+        return totals.index_add_(2, receivers, weights.index_select(2, edges))
+
+    def of_round(self, weights: Sequence[Tensor | None]) -> Tensor | None:
+        """(R, 2, b - a) sums of one round's weights (one (E,) tensor or None per rule); None
+        when no rule has weights."""
+        return None if (block := stacked_weights([weights])) is None else self(block)[0]
+
+
+def stacked_weights(block: Sequence[Sequence[Tensor | None]]) -> Tensor | None:
+    """(K, R, E) weights of K rounds, NaN for a rule without; None when no rule has any."""
+    template = next((w for ws in block for w in ws if w is not None), None)
+    if template is None:
+        return None
+    missing = template.new_full(template.shape, torch.nan)
+    flat = [missing if w is None else w for ws in block for w in ws]
+    return torch.stack(flat).view(len(block), len(block[0]), -1)
+
+
 class Diagnostics:
     """What each rule does with its weights, and what cooperation costs or gains, per round.
 
@@ -236,18 +298,11 @@ class Diagnostics:
         names = self.rule_names
         self.reference = names.index(NO_COOPERATION) if NO_COOPERATION in names else None
         self.loss_metric = loss_metric if self.reference is not None else None
-        to_normal = normal[receivers]
-        byzantine = np.flatnonzero(to_normal & ~normal[senders])
-        own = np.flatnonzero(to_normal & normal[senders] & (groups[receivers] == groups[senders]))
-
-        def tensor(values: np.ndarray) -> Tensor:
-            return torch.as_tensor(values, dtype=torch.long, device=device)
-
-        self._byzantine, self._byzantine_to = tensor(byzantine), tensor(receivers[byzantine])
-        self._own, self._own_to = tensor(own), tensor(receivers[own])
-        self._normal = tensor(np.flatnonzero(normal))
+        self._sums = WeightSums(receivers, senders, normal, groups, slice(0, len(normal)), device)
+        self._normal = torch.as_tensor(np.flatnonzero(normal), dtype=torch.long, device=device)
         self._n_agents, self._n_edges = len(normal), len(receivers)
         self._weights: list[Sequence[Tensor | None]] = []
+        self._totals: list[Tensor | None] = []  # rounds given as sums (add_sums)
         self._recorded: list[int] = []  # rounds at which the task reported metrics
         self._losses: list[tuple[int, Tensor]] = []
         self._rounds: list[np.ndarray] = []  # blocks of (K, R, 4)
@@ -258,17 +313,35 @@ class Diagnostics:
         """Record round ``round_index`` (0-based): one (E,) weight tensor (or None) per rule,
         and the round's metrics (name -> (R, N)) or None."""
         self._weights.append(weights)
+        self._add_metrics(round_index, metrics)
+        if len(self._weights) * len(weights) * self._n_edges >= _BUFFER_VALUES:
+            self._flush()
+
+    def add_sums(self, round_index: int, sums: Tensor | None, metrics: Any) -> None:
+        """Record round ``round_index`` from its :class:`WeightSums` of the whole graph,
+        (R, 2, N) or None (no rule has weights), as a partitioned run's ranks gather them:
+        the same records as :meth:`add` of the weights."""
+        self._totals.append(sums)
+        self._add_metrics(round_index, metrics)
+        if len(self._totals) * len(self.rule_names) * 2 * self._n_agents >= _BUFFER_VALUES:
+            self._flush()
+
+    def _add_metrics(self, round_index: int, metrics: Any) -> None:
         if metrics is not None:
             self._recorded.append(round_index)
         if metrics is not None and self.loss_metric is not None and self.loss_metric in metrics:
             self._losses.append((round_index, metrics[self.loss_metric]))
-        if len(self._weights) * len(weights) * self._n_edges >= _BUFFER_VALUES:
-            self._flush()
 
     def _flush(self) -> None:
         if self._weights:
-            self._rounds.append(self._weight_block(self._weights))
+            sums = None if (block := stacked_weights(self._weights)) is None else self._sums(block)
+            self._rounds.append(self._statistics(sums, len(self._weights)))
             self._weights = []
+        if self._totals:
+            given = [t for t in self._totals if t is not None]
+            sums = torch.stack(given) if len(given) == len(self._totals) else None
+            self._rounds.append(self._statistics(sums, len(self._totals)))
+            self._totals = []
         if self._losses:
             rounds = np.array([r for r, _ in self._losses])
             # on the host: CUDA has no deterministic cumsum (see byzmtl.determinism)
@@ -282,24 +355,15 @@ class Diagnostics:
             self._records.append((rounds, stats.double().numpy()))
             self._losses = []
 
-    def _weight_block(self, block: list[Sequence[Tensor | None]]) -> np.ndarray:
-        """(K, R, 4) byzantine mean, max, own-task mean, min for K rounds of weights."""
-        template = next((w for ws in block for w in ws if w is not None), None)
-        if template is None:
-            return np.full((len(block), len(self.rule_names), 4), np.nan)
-        missing = template.new_full(template.shape, torch.nan)
-        flat = [missing if w is None else w for ws in block for w in ws]
-        weights = torch.stack(flat).view(len(block), len(self.rule_names), -1)
-        byzantine = self._per_normal(weights, self._byzantine, self._byzantine_to)
-        own = self._per_normal(weights, self._own, self._own_to)
+    def _statistics(self, sums: Tensor | None, rounds: int) -> np.ndarray:
+        """(K, R, 4) byzantine mean, max, own-task mean, min over normal agents, from K rounds
+        of (K, R, 2, N) :class:`WeightSums` (None: no rule has weights)."""
+        if sums is None:
+            return np.full((rounds, len(self.rule_names), 4), np.nan)
+        normal = sums.index_select(3, self._normal)
+        byzantine, own = normal[:, :, 0].contiguous(), normal[:, :, 1].contiguous()
         stats = [byzantine.mean(2), byzantine.amax(2), own.mean(2), own.amin(2)]
         return torch.stack(stats, -1).double().cpu().numpy()
-
-    def _per_normal(self, weights: Tensor, edges: Tensor, receivers: Tensor) -> Tensor:
-        """(K, R, normal agents): sum of ``weights`` over the given edges, per receiver."""
-        totals = weights.new_zeros((*weights.shape[:2], self._n_agents))
-        totals.index_add_(2, receivers, weights.index_select(2, edges))
-        return totals.index_select(2, self._normal)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything recorded so far, exactly as held (buffered rounds unreduced, the regret
@@ -308,6 +372,7 @@ class Diagnostics:
             "layout": _layout((), self.rule_names, ()),
             "edges": self._n_edges,
             "weights": [list(weights) for weights in self._weights],
+            "totals": list(self._totals),
             "recorded": list(self._recorded),
             "losses": [[r, loss] for r, loss in self._losses],
             "rounds": [torch.from_numpy(block) for block in self._rounds],
@@ -321,6 +386,7 @@ class Diagnostics:
         if record["layout"] != _layout((), self.rule_names, ()) or record["edges"] != self._n_edges:
             raise ValueError("the recorded diagnostics belong to another run (rules, edges)")
         self._weights = [list(weights) for weights in record["weights"]]
+        self._totals = list(record.get("totals", []))
         self._recorded = [int(r) for r in record["recorded"]]
         self._losses = [(int(r), loss) for r, loss in record["losses"]]
         self._rounds = [block.numpy() for block in record["rounds"]]

@@ -36,6 +36,7 @@ Otherwise a run of P processes uses stage 1 (:mod:`byzmtl.engine.ranks`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,7 @@ from byzmtl.attacks.base import check_hooks as check_attack_hooks
 from byzmtl.engine.combine import Combiner
 from byzmtl.engine.containment import count_contained, keep_finite
 from byzmtl.engine.messages import MessageBuffers
-from byzmtl.engine.ranks import Ranks
+from byzmtl.engine.ranks import PeerLost, Ranks, Traffic
 from byzmtl.engine.sending import Heard, send
 from byzmtl.engine.shards import SHARD_EDGES, make_shards
 from byzmtl.engine.simulation import Round, Simulation, _agent_ids
@@ -58,6 +59,7 @@ from byzmtl.engine.state import RoundOutput, SimState
 from byzmtl.graph import Graph
 from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.protocols import ParameterTensors, Restrictable, Task
+from byzmtl.recording import WeightSums
 from byzmtl.rules.base import Rule, RuleState, WeightRule
 from byzmtl.rules.base import check_hooks as check_rule_hooks
 
@@ -137,14 +139,22 @@ class Halo:
             [len(r) for r in to_send],
         )
 
-    def exchange(self, rows: Tensor) -> Tensor:
+    def exchange(self, rows: Tensor, traffic: Traffic) -> Tensor:
         """The halo's rows (H, ...) from their owners, for this rank's own rows (N_r, ...):
-        one ``all_to_all_single``. Collective."""
+        one ``all_to_all_single``, counted in ``traffic``. Collective."""
         import torch.distributed as dist
 
         outgoing = rows.index_select(0, self.send_rows).contiguous()
         incoming = rows.new_empty((sum(self.received), *rows.shape[1:]))
-        dist.all_to_all_single(incoming, outgoing, self.received, self.sent)
+        started = time.perf_counter()
+        try:
+            dist.all_to_all_single(incoming, outgoing, self.received, self.sent)
+        except (RuntimeError, OSError) as error:  # gloo and nccl report lost peers so
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise PeerLost(f"rank {self.rank} lost its peers ({first})") from error
+        traffic.halo_seconds.append(time.perf_counter() - started)
+        traffic.halo_sent.append(outgoing.numel() * outgoing.element_size())
+        traffic.halo_received.append(incoming.numel() * incoming.element_size())
         return incoming
 
 
@@ -175,6 +185,7 @@ class PartitionedSimulation(Simulation):
             raise TypeError(f"{type(task).__name__} cannot be restricted to a rank's agents")
         self.graph, self.rules, self.attack = graph, list(rules), attack
         self.ranks, self.group = ranks, ranks  # ``group``: the same, never None
+        self.weight_sums: WeightSums | None = None  # set: each round's output carries them
         self.seed, self.dtype, self.device = seed, dtype, torch.device(device)
         keys = rng.agent_keys(graph.n_agents) if keys is None else np.asarray(keys, np.uint64)
         flags = np.zeros(graph.n_agents, dtype=bool)
@@ -311,15 +322,23 @@ class PartitionedSimulation(Simulation):
             next_state = SimState(i + 1, new, rule_states, task_state, contained)
             return next_state, RoundOutput(metrics, weights)
 
-        computed, shared = self.group.collect(rest, _portable_output)
-        return computed[0], _joined_output(shared, self.device)
+        def share(value: tuple[SimState, RoundOutput]) -> tuple[Any, Tensor | None]:
+            metrics, weights = value[1].metrics, value[1].weights
+            sums = None if self.weight_sums is None else self.weight_sums.of_round(weights)
+            cpu = None if metrics is None else {k: v.cpu() for k, v in metrics.items()}
+            return cpu, None if sums is None else sums.cpu()
+
+        (next_state, output), shared = self.group.collect(rest, share)
+        return next_state, _joined_output(shared, output.weights, self.device)
 
     def _tables(self, previous: Tensor, psi: Tensor) -> tuple[Tensor, Tensor]:
         """(R, T, d) w(i-1) and psi of the table's agents: the rank's own, and the halo's from
         their owners (w(i-1) only when an attack may read it)."""
         halo, own = self.halo, self.halo.own
         sent = [psi] if self.attack is None else [psi, previous]
-        incoming = halo.exchange(torch.stack(sent).permute(2, 0, 1, 3))  # (H, k, R, d)
+        incoming = halo.exchange(
+            torch.stack(sent).permute(2, 0, 1, 3), self.group.traffic
+        )  # (H, k, R, d)
         incoming = incoming.permute(1, 2, 0, 3)
         tables = []
         for j, rows in enumerate(sent):
@@ -394,23 +413,18 @@ class PartitionedSimulation(Simulation):
         return self.whole_state(super().run(local, rounds, on_round))
 
 
-def _portable_output(value: tuple[SimState, RoundOutput]) -> tuple[Any, Any]:
-    """A round's metrics and weights, on the CPU, for the gather."""
-    output = value[1]
-    metrics = None if output.metrics is None else {k: v.cpu() for k, v in output.metrics.items()}
-    return metrics, [None if w is None else w.cpu() for w in output.weights]
-
-
-def _joined_output(shared: list[Any], device: torch.device) -> RoundOutput:
-    """The whole graph's round output from the ranks' parts, in rank order."""
+def _joined_output(
+    shared: list[Any], weights: list[Tensor | None], device: torch.device
+) -> RoundOutput:
+    """The round's output from the ranks' metrics and weight sums, joined in rank order, and
+    this rank's ``weights``."""
     metrics = None
     if shared[0][0] is not None:
         metrics = {k: torch.cat([m[k] for m, _ in shared], 1).to(device) for k in shared[0][0]}
-    weights = [
-        None if w is None else torch.cat([part[1][r] for part in shared]).to(device)
-        for r, w in enumerate(shared[0][1])
-    ]
-    return RoundOutput(metrics, weights)
+    sums = None
+    if shared[0][1] is not None:
+        sums = torch.cat([part for _, part in shared], 2).to(device)
+    return RoundOutput(metrics, weights, sums)
 
 
 def _portable_state(state: SimState) -> SimState:

@@ -117,12 +117,18 @@ class Traffic:
     ``received`` the bytes of the other ranks' payloads (gloo moves each padded to the longest
     of the gather, plus one 8-byte size per rank), ``wait_seconds`` the seconds in the
     collectives (the transfer and the wait for the slowest rank), ``codec_seconds`` the seconds
-    pickling this rank's object and unpickling all of them."""
+    pickling this rank's object and unpickling all of them. A partitioned run
+    (:mod:`byzmtl.engine.partition`) also exchanges its halo each round, one
+    ``all_to_all_single`` of raw tensors: ``halo_sent`` and ``halo_received`` its bytes,
+    ``halo_seconds`` the seconds in it (one entry per round)."""
 
     sent: list[int] = field(default_factory=list)
     received: list[int] = field(default_factory=list)
     wait_seconds: list[float] = field(default_factory=list)
     codec_seconds: list[float] = field(default_factory=list)
+    halo_sent: list[int] = field(default_factory=list)
+    halo_received: list[int] = field(default_factory=list)
+    halo_seconds: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.sent)

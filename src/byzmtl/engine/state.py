@@ -53,4 +53,6 @@ class RoundOutput:
     """What one round produced besides the new state (for recording)."""
 
     metrics: dict[str, Tensor] | None  # name -> (R, N)
-    weights: list[Tensor | None]  # per rule, (E,) edge weights where defined
+    weights: list[Tensor | None]  # per rule, (E,) edge weights where defined (a partitioned
+    #   run: of the rank's edges only)
+    sums: Tensor | None = None  # a partitioned run: (R, 2, N) whole-graph WeightSums, if asked
