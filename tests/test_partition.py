@@ -14,7 +14,6 @@ from byzmtl.engine.partition import Halo, agent_bounds, can_partition
 from byzmtl.recording import WeightSums
 from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
 
-
 PROBABILITIES = st.sampled_from([0.0, 0.05, 0.1, 0.2, 0.4, 0.6])  # networkx fails on tiny p
 
 
