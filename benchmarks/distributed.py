@@ -99,12 +99,19 @@ def rank_main(args: argparse.Namespace, out: Path) -> None:
     built = time.perf_counter()
     experiment = prepare(config(args.case, int(args.agents), args.rounds, args.epochs, world))
     setup = time.perf_counter() - built
+    setup_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     simulation = experiment.simulation
     warm_up = getattr(simulation.task, "rounds_per_epoch", 1)
     ranks = simulation.ranks
     first = 0 if ranks is None else len(ranks.traffic)
     marks = [time.perf_counter()]
-    simulation.run(on_round=lambda state, output: marks.append(time.perf_counter()))
+    before_end: list[float] = []
+
+    def on_round(state: Any, output: Any) -> None:
+        marks.append(time.perf_counter())
+        before_end[:] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9]
+
+    simulation.run(on_round=on_round)
     rounds = [b - a for a, b in itertools.pairwise(marks)]
     record: dict[str, Any] = {
         "rank": 0 if place is None else place.rank,
@@ -113,6 +120,8 @@ def rank_main(args: argparse.Namespace, out: Path) -> None:
         "warm_up_rounds": warm_up,
         "round_s": rounds,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+        "setup_peak_rss_gb": setup_peak,  # by the end of prepare (graph, case study, engine)
+        "rounds_peak_rss_gb": before_end[0],  # by the end of the last round (before the gather)
     }
     if ranks is not None:  # one gather per round (a partitioned run: one more, its end)
         traffic, last = ranks.traffic, first + len(rounds)
@@ -188,6 +197,8 @@ def summarise(
         "seconds_per_round": statistics.median(slowest),
         "seconds_per_epoch": sum(slowest) / (len(timed) / skip) if args.case != "tl" else None,
         "peak_rss_gb_per_rank": [r["peak_rss_gb"] for r in ranks],
+        "setup_peak_rss_gb_per_rank": [r.get("setup_peak_rss_gb") for r in ranks],
+        "rounds_peak_rss_gb_per_rank": [r.get("rounds_peak_rss_gb") for r in ranks],
         "quiet_wait_s": waited,
         "load_before": list(load_before),
         "load_after": list(load_after),
@@ -232,7 +243,7 @@ def merged(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
     kept = [r for r in old if tuple(r[k] for k in key) not in new]
     order = {case: i for i, case in enumerate(CASES)}
     runs = sorted(kept + rows, key=lambda r: (order[r["case"]], r["agents"] or 0, r["procs"]))
-    return {"mode": "distributed-stage1", "threads": 1, "result": {"runs": runs}}
+    return {"mode": "distributed", "threads": 1, "result": {"runs": runs}}
 
 
 def main() -> None:
@@ -259,6 +270,8 @@ def main() -> None:
         line = f"{args.case} {row['agents'] or ''} P={procs}: "
         line += f"{row['seconds_per_round']:.4f} s/round"
         line += f", peak {max(row['peak_rss_gb_per_rank']):.2f} GB/rank"
+        line += f" ({max(row['setup_peak_rss_gb_per_rank']):.2f} by the end of setup,"
+        line += f" {max(row['rounds_peak_rss_gb_per_rank']):.2f} of the rounds)"
         if procs > 1:
             line += f", {max(row['received_bytes_per_round_per_rank']) / 1e6:.1f} MB in/rank/round"
             line += f", exchange {100 * max(row['wait_fraction_per_rank']):.0f} % (wait)"

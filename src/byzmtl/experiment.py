@@ -332,8 +332,9 @@ def run(
     snapshot read from such a folder, to continue from. The continued run's tables and summary
     are the uninterrupted run's, bit for bit, except the timings (``wall_seconds`` and
     ``compute_seconds``: the sessions' times up to the snapshot plus this session's). In a run
-    of several processes rank 0 alone writes checkpoints (every rank holds the same state), the
-    others giving none, and every write is agreed: it failing on rank 0 stops every rank.
+    of several processes rank 0 alone writes checkpoints, of the whole network's state (a
+    partitioned run's ranks first gather their parts), the others giving none, and every write
+    is agreed: it failing on rank 0 stops every rank.
     """
     from tqdm.auto import tqdm
 
@@ -383,7 +384,7 @@ def run(
             case.groups,
             own,
             simulation.device,
-        )
+        ).of_round
     earlier = {"wall": 0.0, "compute": 0.0}
     if resume is not None:
         if not 0 <= resume.state.iteration <= case.n_rounds:

@@ -298,7 +298,9 @@ class Diagnostics:
         names = self.rule_names
         self.reference = names.index(NO_COOPERATION) if NO_COOPERATION in names else None
         self.loss_metric = loss_metric if self.reference is not None else None
-        self._sums = WeightSums(receivers, senders, normal, groups, slice(0, len(normal)), device)
+        self._graph = (receivers, senders, normal, groups, device)  # for the sums, if needed
+        self._sums: WeightSums | None = None  # built on first use: a partitioned run's ranks
+        # give sums (add_sums), and the whole graph's index lists would cost 16 B per edge
         self._normal = torch.as_tensor(np.flatnonzero(normal), dtype=torch.long, device=device)
         self._n_agents, self._n_edges = len(normal), len(receivers)
         self._weights: list[Sequence[Tensor | None]] = []
@@ -334,7 +336,12 @@ class Diagnostics:
 
     def _flush(self) -> None:
         if self._weights:
-            sums = None if (block := stacked_weights(self._weights)) is None else self._sums(block)
+            if self._sums is None:
+                receivers, senders, normal, groups, device = self._graph
+                every = slice(0, self._n_agents)
+                self._sums = WeightSums(receivers, senders, normal, groups, every, device)
+            block = stacked_weights(self._weights)
+            sums = None if block is None else self._sums(block)
             self._rounds.append(self._statistics(sums, len(self._weights)))
             self._weights = []
         if self._totals:

@@ -8,7 +8,9 @@
   weighing and combining shard by shard, from the models heard;
 - :mod:`~byzmtl.engine.containment`: normal agents stay finite whatever they receive;
 - :mod:`~byzmtl.engine.ranks`: the shards split over the processes of a torch.distributed group,
-  every round bit for bit the one-process round.
+  every round bit for bit the one-process round (stage 1: every process holds everything);
+- :mod:`~byzmtl.engine.partition`: each process holds its own agents only and receives its halo
+  (stage 2, where the task, the attack and the graph allow), bit for bit the same rounds.
 """
 
 from byzmtl.engine.containment import keep_finite

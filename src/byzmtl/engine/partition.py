@@ -21,10 +21,16 @@ batch and draws keyed on the agents' identities, which the table holds exactly. 
 then runs per receiver on the inputs it has in one process, in the same edge order, so every
 value is bit for bit the one-process value.
 
-Each round's metrics (R, N_r) and edge weights (E_r,) are gathered in rank order (one pickled
-gather, :meth:`byzmtl.engine.ranks.Ranks.collect`, which also carries any rank's failure), so
-the recording sees the one-process tensors; the whole state is gathered only for a checkpoint
-and at the end (:meth:`PartitionedSimulation.whole_state`).
+Each round's metrics (R, N_r), and the per-receiver sums of its edge weights the recording
+asks for (``weight_sums``: R x 2 x N_r numbers, not R x E_r weights), are gathered in rank
+order (one pickled gather, :meth:`byzmtl.engine.ranks.Ranks.collect`, which also carries any
+rank's failure), so the recording sees the one-process tensors; the whole state is gathered
+only for a checkpoint and at the end (:meth:`PartitionedSimulation.whole_state`). Per round a
+rank receives its halo, 8 k R d |H_r| bytes (k = 2 with an attack: psi and w(i-1), else 1), and
+the others' metrics and sums, 8 R (m + 2) (N - N_r) bytes (m metrics).
+
+Not partitioned yet: every rank builds the whole graph and the whole case study before taking
+its part (their memory is replicated), and gathers the whole state at the end.
 
 A run is partitioned when :func:`can_partition` holds: the task can be restricted
 (:class:`byzmtl.protocols.Restrictable`), the attack is neighbourhood-only (or nobody is
@@ -59,7 +65,6 @@ from byzmtl.engine.state import RoundOutput, SimState
 from byzmtl.graph import Graph
 from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.protocols import ParameterTensors, Restrictable, Task
-from byzmtl.recording import WeightSums
 from byzmtl.rules.base import Rule, RuleState, WeightRule
 from byzmtl.rules.base import check_hooks as check_rule_hooks
 
@@ -185,7 +190,9 @@ class PartitionedSimulation(Simulation):
             raise TypeError(f"{type(task).__name__} cannot be restricted to a rank's agents")
         self.graph, self.rules, self.attack = graph, list(rules), attack
         self.ranks, self.group = ranks, ranks  # ``group``: the same, never None
-        self.weight_sums: WeightSums | None = None  # set: each round's output carries them
+        # set (by the run's recording): each round's output carries, gathered in rank order,
+        # what it returns for the rank's weights, (R, k, N_r) per-receiver sums
+        self.weight_sums: Callable[[list[Tensor | None]], Tensor | None] | None = None
         self.seed, self.dtype, self.device = seed, dtype, torch.device(device)
         keys = rng.agent_keys(graph.n_agents) if keys is None else np.asarray(keys, np.uint64)
         flags = np.zeros(graph.n_agents, dtype=bool)
@@ -324,7 +331,7 @@ class PartitionedSimulation(Simulation):
 
         def share(value: tuple[SimState, RoundOutput]) -> tuple[Any, Tensor | None]:
             metrics, weights = value[1].metrics, value[1].weights
-            sums = None if self.weight_sums is None else self.weight_sums.of_round(weights)
+            sums = None if self.weight_sums is None else self.weight_sums(weights)
             cpu = None if metrics is None else {k: v.cpu() for k, v in metrics.items()}
             return cpu, None if sums is None else sums.cpu()
 
@@ -385,21 +392,26 @@ class PartitionedSimulation(Simulation):
         )
 
     def whole_state(self, state: SimState) -> SimState:
-        """The whole-graph state, on every rank, as one process holds it. Collective."""
-        parts = self.group.gathered(_portable_state(state))
-        models = torch.cat([part.models for part in parts], 1).to(self.device)
+        """The whole-graph state, on every rank, as one process holds it: gathered one tensor
+        at a time (so that the gather's buffers hold one tensor's parts, not the state's).
+        Collective."""
+
+        def joined(value: Tensor, dim: int = 0) -> Tensor:
+            return torch.cat(self.group.gathered(_alone(value)), dim).to(self.device)
+
         rule_states = [
             RuleState(
-                {k: torch.cat([p.rule_states[r].edges[k] for p in parts]) for k in rs.edges},
-                {k: torch.cat([p.rule_states[r].agents[k] for p in parts]) for k in rs.agents},
+                {key: joined(value) for key, value in rule_state.edges.items()},
+                {key: joined(value) for key, value in rule_state.agents.items()},
             )
-            for r, rs in enumerate(parts[0].rule_states)
+            for rule_state in state.rule_states
         ]
-        task_state = {k: torch.cat([p.task_state[k] for p in parts], 1) for k in state.task_state}
-        counts = [part.contained for part in parts if part.contained is not None]
-        contained = torch.stack(counts).sum(0) if counts else None
-        whole = SimState(state.iteration, models, rule_states, task_state, contained)
-        return _placed_state(whole, self.device)
+        task_state = {key: joined(value, 1) for key, value in state.task_state.items()}
+        own = None if state.contained is None else _alone(state.contained)
+        counts = [c for c in self.group.gathered(own) if c is not None]
+        contained = torch.stack(counts).sum(0).to(self.device) if counts else None
+        models = joined(state.models, 1)
+        return SimState(state.iteration, models, rule_states, task_state, contained)
 
     def run(
         self,
@@ -427,16 +439,6 @@ def _joined_output(
     return RoundOutput(metrics, weights, sums)
 
 
-def _portable_state(state: SimState) -> SimState:
-    return SimState(
-        state.iteration,
-        state.models.cpu(),
-        [RuleState(_cpu(s.edges), _cpu(s.agents)) for s in state.rule_states],
-        _cpu(state.task_state),
-        None if state.contained is None else state.contained.cpu(),
-    )
-
-
 def _copied(state: RuleState) -> RuleState:
     """``state`` holding copies, not views of a whole-graph state."""
     return RuleState(
@@ -445,18 +447,9 @@ def _copied(state: RuleState) -> RuleState:
     )
 
 
-def _cpu(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {key: value.cpu() for key, value in tensors.items()}
-
-
-def _placed_state(state: SimState, device: torch.device) -> SimState:
-    def to(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {key: value.to(device) for key, value in tensors.items()}
-
-    return SimState(
-        state.iteration,
-        state.models.to(device),
-        [RuleState(to(s.edges), to(s.agents)) for s in state.rule_states],
-        to(state.task_state),
-        None if state.contained is None else state.contained.to(device),
-    )
+def _alone(value: Tensor) -> Tensor:
+    """``value`` on the CPU, holding its own storage only (a pickled view sends its whole
+    storage)."""
+    value = value.detach().cpu()
+    whole = value.untyped_storage().nbytes() == value.numel() * value.element_size()
+    return value if whole and value.is_contiguous() else value.clone()
