@@ -167,6 +167,8 @@ class PartitionedSimulation(Simulation):
     """A :class:`Simulation` of which this rank holds its own agents only (see the module).
     ``step`` and ``run`` are collective: every rank of ``ranks`` calls them, in step."""
 
+    holds_own_agents = True  # its shards are written into its agents' tensors as they are done
+
     def __init__(
         self,
         task: Task,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -128,6 +128,8 @@ class Simulation:
     the processes of a torch.distributed group (:mod:`byzmtl.engine.ranks`); the rounds are
     bit for bit those of one process.
     """
+
+    holds_own_agents: ClassVar[bool] = False  # a rank of several holds its own agents only
 
     def __init__(
         self,
@@ -255,9 +257,9 @@ class Simulation:
     def _parts(self, shards: range, round_: Round, state: SimState) -> list[_Part]:
         """Each shard's new models, weights and rule states. In one process they are written
         into whole-graph tensors as each shard is done, while its values are still in cache
-        (one part returned); a rank returns its shards' parts for the exchange."""
+        (one part returned); a rank of stage 1 returns its shards' parts for the exchange."""
         states = state.rule_states
-        if self.ranks is not None or len(shards) == 1:
+        if (self.ranks is not None and not self.holds_own_agents) or len(shards) == 1:
             return [self._weigh_and_combine(self.shards[s], round_, states) for s in shards]
         whole: _Part | None = None
         for s in shards:
