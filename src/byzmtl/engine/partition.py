@@ -54,9 +54,7 @@ from torch import Tensor
 from byzmtl import rng
 from byzmtl.attacks.base import Attack, AttackContext
 from byzmtl.attacks.base import check_hooks as check_attack_hooks
-from byzmtl.engine.combine import Combiner
 from byzmtl.engine.containment import count_contained, keep_finite
-from byzmtl.engine.messages import MessageBuffers
 from byzmtl.engine.ranks import PeerLost, Ranks, Traffic
 from byzmtl.engine.sending import Heard, send
 from byzmtl.engine.shards import SHARD_EDGES, make_shards
@@ -65,7 +63,7 @@ from byzmtl.engine.state import RoundOutput, SimState
 from byzmtl.graph import Graph
 from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.protocols import ParameterTensors, Restrictable, Task
-from byzmtl.rules.base import Rule, RuleState, WeightRule
+from byzmtl.rules.base import Rule, RuleState
 from byzmtl.rules.base import check_hooks as check_rule_hooks
 
 
@@ -247,29 +245,10 @@ class PartitionedSimulation(Simulation):
         self._own_byzantine = torch.searchsorted(
             self.attack_context.byzantine_ids, self.byzantine_ids + own.start
         )
-        self.scored = [r for r, rule in enumerate(self.rules) if rule.needs_losses]
-        contiguous = bool(self.scored) and self.scored == list(
-            range(self.scored[0], self.scored[-1] + 1)
-        )
-        self._scored_rows = (
-            slice(self.scored[0], self.scored[-1] + 1)
-            if contiguous
-            else torch.as_tensor(self.scored, dtype=torch.long, device=self.device)
-        )
+        self._choose_steps()
         self.dense, self._pair_scorer = False, None
         per_rule = max(1, shard_edges // len(self.rules))
-        self.shards = make_shards(self.edges, self.attack_edges, per_rule, len(table))
-        self._buffers = MessageBuffers(self.shards)
-        self._combine = Combiner(self.rules, self.device)
-        self._weighs = [
-            rule.affinities if isinstance(rule, WeightRule) else rule.step for rule in self.rules
-        ]
-        self._all_finite = {
-            shard.n_edges: torch.ones(
-                (self.replicas, shard.n_edges), dtype=torch.bool, device=self.device
-            ).unbind(0)
-            for shard in self.shards
-        }
+        self._use_shards(make_shards(self.edges, self.attack_edges, per_rule, len(table)))
 
     def _check(
         self,
@@ -295,13 +274,6 @@ class PartitionedSimulation(Simulation):
             sizes = task.parameter_sizes if isinstance(task, ParameterTensors) else None
             byzantine = torch.as_tensor(flags, device=self.device)
             attack.check(AttackContext(seed, keys, edges, byzantine, attacked, sizes), task)
-
-    def init_state(self) -> SimState:
-        models = self.task.init_models(self.replicas).to(self.device, self.dtype)
-        if not bool(torch.isfinite(models).all()):
-            raise ValueError("the task's initial models are not all finite")
-        rule_states = [rule.init_state(self.edges, self.dtype) for rule in self.rules]
-        return SimState(0, models, rule_states, self.task.init_state(models))
 
     def _step(self, state: SimState) -> tuple[SimState, RoundOutput]:
         i, previous = state.iteration, state.models

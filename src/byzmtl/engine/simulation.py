@@ -174,6 +174,17 @@ class Simulation:
         )
         if attack is not None and ids.size:
             attack.check(self.attack_context, task)
+        self._choose_steps()
+        self.dense = graph.n_agents**2 <= 2 * graph.n_edges
+        scores_pairs = self.scored and self.dense and isinstance(task, SenderLosses)
+        self._pair_scorer: SenderLosses | None = task if scores_pairs else None  # type: ignore[assignment]
+        self._use_shards(
+            make_shards(self.edges, self.attack_edges, max(1, shard_edges // len(rules)))
+        )
+        self.ranks: Ranks | None = None  # set: weigh and combine split over processes
+
+    def _choose_steps(self) -> None:
+        """The replicas whose rule scores messages, and every rule's step, chosen once."""
         self.scored = [r for r, rule in enumerate(self.rules) if rule.needs_losses]
         contiguous = bool(self.scored) and self.scored == list(
             range(self.scored[0], self.scored[-1] + 1)
@@ -183,16 +194,15 @@ class Simulation:
             if contiguous
             else torch.as_tensor(self.scored, dtype=torch.long, device=self.device)
         )
-        self.dense = graph.n_agents**2 <= 2 * graph.n_edges
-        scores_pairs = self.scored and self.dense and isinstance(task, SenderLosses)
-        self._pair_scorer: SenderLosses | None = task if scores_pairs else None  # type: ignore[assignment]
-        self.shards = make_shards(self.edges, self.attack_edges, max(1, shard_edges // len(rules)))
-        self._buffers = MessageBuffers(self.shards)
-        self.ranks: Ranks | None = None  # set: weigh and combine split over processes
         self._combine = Combiner(self.rules, self.device)
         self._weighs = [  # each rule's step for one round, chosen once
             rule.affinities if isinstance(rule, WeightRule) else rule.step for rule in self.rules
         ]
+
+    def _use_shards(self, shards: list[Shard]) -> None:
+        """Weigh and combine in ``shards``, with their message buffers and all-true masks."""
+        self.shards = shards
+        self._buffers = MessageBuffers(self.shards)
         self._all_finite = {  # per shard size: one all-true (E_s,) mask per replica
             shard.n_edges: torch.ones(
                 (self.replicas, shard.n_edges), dtype=torch.bool, device=self.device
