@@ -58,7 +58,7 @@ from byzmtl.engine.containment import count_contained, keep_finite
 from byzmtl.engine.ranks import PeerLost, Ranks, Traffic
 from byzmtl.engine.sending import Heard, send
 from byzmtl.engine.shards import SHARD_EDGES, make_shards
-from byzmtl.engine.simulation import Round, Simulation, _agent_ids
+from byzmtl.engine.simulation import Round, Simulation, checked_byzantine
 from byzmtl.engine.state import RoundOutput, SimState
 from byzmtl.graph import Graph
 from byzmtl.neighbourhoods import Neighbourhoods
@@ -181,11 +181,7 @@ class PartitionedSimulation(Simulation):
         device: torch.device | str = "cpu",
         shard_edges: int = SHARD_EDGES,
     ) -> None:
-        if graph.n_agents != task.n_agents:
-            raise ValueError(f"graph has {graph.n_agents} agents, task has {task.n_agents}")
-        if not rules:
-            raise ValueError("a simulation needs at least one rule")
-        ids = np.unique(_agent_ids(byzantine, graph.n_agents))
+        ids = checked_byzantine(task, graph, rules, byzantine)
         if not isinstance(task, Restrictable):
             raise TypeError(f"{type(task).__name__} cannot be restricted to a rank's agents")
         self.graph, self.rules, self.attack = graph, list(rules), attack

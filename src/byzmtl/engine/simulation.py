@@ -63,6 +63,19 @@ def _agent_ids(ids: Sequence[int] | np.ndarray, n_agents: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
+def checked_byzantine(
+    task: Task, graph: Graph, rules: Sequence[Rule], byzantine: Sequence[int] | np.ndarray
+) -> np.ndarray:
+    """The sorted Byzantine ids of a simulation of ``task`` on ``graph`` under ``rules``, or a
+    one-line ValueError where the graph and task disagree on the agents, there is no rule, or
+    an id is not an agent."""
+    if graph.n_agents != task.n_agents:
+        raise ValueError(f"graph has {graph.n_agents} agents, task has {task.n_agents}")
+    if not rules:
+        raise ValueError("a simulation needs at least one rule")
+    return np.unique(_agent_ids(byzantine, graph.n_agents))
+
+
 def cat_releasing(pieces: list[Tensor], dim: int = 0) -> Tensor:
     """``torch.cat(pieces, dim)``, the same tensor, dropping the list's reference to each piece
     as soon as it is copied (the list ends empty): a piece nothing else holds is freed before
@@ -144,11 +157,7 @@ class Simulation:
         device: torch.device | str = "cpu",
         shard_edges: int = SHARD_EDGES,
     ) -> None:
-        if graph.n_agents != task.n_agents:
-            raise ValueError(f"graph has {graph.n_agents} agents, task has {task.n_agents}")
-        if not rules:
-            raise ValueError("a simulation needs at least one rule")
-        ids = np.unique(_agent_ids(byzantine, graph.n_agents))
+        ids = checked_byzantine(task, graph, rules, byzantine)
         self.task, self.graph, self.rules, self.attack = task, graph, list(rules), attack
         self.seed, self.dtype, self.device = seed, dtype, torch.device(device)
         self.keys = rng.agent_keys(graph.n_agents) if keys is None else np.asarray(keys, np.uint64)
