@@ -4,7 +4,8 @@
 
 ``BATCH.json`` maps a name to a run configuration; every run is made with ``procs`` set to the
 group's size, and rank 0 writes its tables (config.toml, metrics.csv, diagnostics.csv,
-summary.json) to ``OUT/<name>`` and the name of the engine that ran it to ``engine.txt``. One
+summary.json) to ``OUT/<name>`` and the name of the engine that ran it and of the graph
+it held (``Graph`` or its ``GraphPart``) to ``engine.txt``. One
 torch thread, as in the test suite.
 """
 
@@ -34,7 +35,8 @@ def main(batch: Path, out: Path) -> None:
                 folder.mkdir(parents=True)
                 _write_tables(result, folder)
                 engine = type(result.experiment.simulation).__name__
-                (folder / "engine.txt").write_text(engine)
+                graph = type(result.experiment.graph).__name__
+                (folder / "engine.txt").write_text(f"{engine} {graph}")
     finally:
         distributed.leave()
 

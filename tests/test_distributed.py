@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given
@@ -31,6 +32,7 @@ from byzmtl.cli import main
 from byzmtl.config import read_toml
 from byzmtl.engine.ranks import owned_range
 from byzmtl.experiment import prepare, run
+from byzmtl.plots import load_network, save_network
 from byzmtl.results import _write_tables
 from byzmtl.rules import RULES
 
@@ -150,15 +152,17 @@ def test_samples_and_a_single_shard_give_the_one_process_results(
 def test_ranks_hold_their_agents_only_where_the_attack_and_the_task_allow(
     runs: dict[int, Path],
 ) -> None:
-    """Partitioned (byzmtl.engine.partition) unless the attack reads agents beyond the
-    receivers' neighbourhoods (mimic) or the task cannot be cut to a rank's agents."""
+    """Partitioned (byzmtl.engine.partition), each rank building and holding its part of the
+    geometric graph only, unless the attack reads agents beyond the receivers' neighbourhoods
+    (mimic) or the task cannot be cut to a rank's agents."""
     for procs in BATCHES:
         engines = {name: (runs[procs] / name / "engine.txt").read_text() for name in BATCHES[procs]}
         whole = {"mimic", "har", "digits"}
-        assert {name for name, engine in engines.items() if engine == "Simulation"} == (
+        assert {name for name, engine in engines.items() if engine == "Simulation Graph"} == (
             whole & set(engines)
         ), engines
-        assert {engines[name] for name in set(engines) - whole} == {"PartitionedSimulation"}
+        partitioned = {engines[name] for name in set(engines) - whole}
+        assert partitioned == {"PartitionedSimulation GraphPart"}, engines
 
 
 def test_the_attack_runs_have_five_shards_and_the_others_fewer() -> None:
@@ -193,9 +197,14 @@ def test_command_line_procs_and_two_torchrun_nodes_write_the_one_process_folder(
     tmp_path: Path,
 ) -> None:
     one = {**_attack_config("constant"), "rules": ["loss", "distance", "median", "none"]}
-    _tables(run({**one, "shard_edges": 360}), tmp_path / "p1")  # what _cli runs, in one process
+    result = run({**one, "shard_edges": 360})  # what _cli runs, in one process
+    _tables(result, tmp_path / "p1")
+    save_network(tmp_path / "p1" / "network.npz", result.experiment.graph, *_drawn(result))
     assert main(_cli(tmp_path, "p2", "--procs", "2")) == 0
     _same_files(tmp_path / "p2", tmp_path / "p1")
+    networks = [load_network(tmp_path / f / "network.npz") for f in ("p2", "p1")]
+    for name, value in vars(networks[1]).items():  # from the ranks' parts, the same figure
+        assert np.array_equal(getattr(networks[0], name), value), name
     port = distributed.free_port()
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun is not None
@@ -214,6 +223,11 @@ def test_command_line_procs_and_two_torchrun_nodes_write_the_one_process_folder(
     outputs = [node.communicate(timeout=180)[0].decode() for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs
     _same_files(tmp_path / "torchrun", tmp_path / "p1")
+
+
+def _drawn(result: Any) -> tuple[Any, ...]:
+    case = result.experiment.case
+    return case.groups, case.group_names, result.experiment.byzantine
 
 
 FAILING_ATTACK = """

@@ -4,13 +4,18 @@ sums. That P ranks give the one-process results is tests/test_distributed.py's."
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byzmtl import graph as graphs
+from byzmtl import rng
 from byzmtl.engine.partition import Halo, agent_bounds, can_partition
+from byzmtl.graph_part import GraphPart, drawn_edges
 from byzmtl.recording import WeightSums
 from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
 
@@ -29,7 +34,9 @@ def test_ranks_own_contiguous_ranges_and_every_table_holds_what_its_edges_need(
     graph = _graph(n, p, seed)
     bounds = agent_bounds(graph.degrees, world)
     assert bounds[0] == 0 and bounds[-1] == n and (np.diff(bounds) >= 0).all()
-    halos = [Halo.of(graph, r, world, torch.device("cpu")) for r in range(world)]
+    parts = [GraphPart.of(graph, slice(bounds[r], bounds[r + 1])) for r in range(world)]
+    outside = [part.outside_senders() for part in parts]
+    halos = [Halo.of(parts[r], r, world, outside, torch.device("cpu")) for r in range(world)]
     for r, halo in enumerate(halos):
         assert (halo.agents.start, halo.agents.stop) == (bounds[r], bounds[r + 1])
         senders = graph.senders[halo.edge_range]
@@ -84,11 +91,12 @@ def test_a_ranks_weight_sums_are_the_whole_graphs_rows(
     groups = rng.integers(0, 3, n)
     weights = torch.as_tensor(rng.random((2, 3, graph.n_edges)))
     whole = WeightSums(graph.receivers, graph.senders, normal, groups, slice(0, n))(weights)
+    bounds, offsets = agent_bounds(graph.degrees, world), graph.offsets
     for r in range(world):
-        halo = Halo.of(graph, r, world, torch.device("cpu"))
-        edges = halo.edge_range
-        sums = WeightSums(graph.receivers[edges], graph.senders[edges], normal, groups, halo.agents)
-        assert torch.equal(sums(weights[:, :, edges]), whole[..., halo.agents])
+        part = GraphPart.of(graph, slice(bounds[r], bounds[r + 1]))
+        edges = slice(offsets[bounds[r]], offsets[bounds[r + 1]])
+        sums = WeightSums(part.receivers, part.senders, normal, groups, part.agents)
+        assert torch.equal(sums(weights[:, :, edges]), whole[..., part.agents])
 
 
 def test_only_sparse_graphs_of_a_restrictable_task_under_a_local_attack_are_partitioned() -> None:
@@ -105,3 +113,59 @@ def test_only_sparse_graphs_of_a_restrictable_task_under_a_local_attack_are_part
     assert can_partition(task, sparse, mimic, np.array([], dtype=np.int64), 2)  # nobody attacks
     assert not can_partition(task, sparse, constant, some, 41)  # a rank without agents
     assert not can_partition(object(), sparse, constant, some, 2)  # type: ignore[arg-type]
+
+
+@given(
+    st.integers(0, 1000),
+    st.sampled_from([60, 400, 900]),
+    st.sampled_from([None, 3, 6]),
+    st.integers(1, 4),
+    st.sampled_from([16, 64, 1 << 15]),
+)
+@settings(max_examples=30, deadline=None)
+def test_a_geometric_graph_built_per_range_of_receivers_is_the_whole_graphs_part(
+    seed: int, n: int, cap: int | None, world: int, block: int
+) -> None:
+    """Every range's edges (k-d tree blocks of any size, ranges cut anywhere) are the whole
+    graph's, so a rank never needs the whole graph; and the ranks' ranges, built from an even
+    share and the gathered degrees as :func:`built_part` does, give the whole edge list."""
+    positions = 3.0 * np.sqrt(n / 100.0) * rng.uniform(seed, "position", rng.agent_keys(n), 0, 2)
+    keys = rng.agent_keys(n)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(graphs, "ALL_PAIRS_BELOW", 50)  # the k-d tree's blocks
+        patch.setattr(graphs, "_BLOCK_RECEIVERS", block)
+        whole = graphs.geometric(positions, 1.0, cap, seed, keys)
+        every = whole.receivers * n + whole.senders
+        cuts = np.sort(np.random.default_rng(seed).integers(0, n + 1, world - 1))
+        bounds = np.concatenate([[0], cuts, [n]])
+        pieces = [
+            graphs.geometric_keys(positions, 1.0, cap, seed, keys, slice(a, b))
+            for a, b in itertools.pairwise(bounds)
+        ]
+    assert np.array_equal(np.concatenate(pieces), every)
+
+
+@given(st.integers(2, 60), PROBABILITIES, st.integers(0, 50), st.integers(1, 5), st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_the_network_figure_of_the_ranks_parts_is_the_whole_graphs(
+    n: int, p: float, seed: int, world: int, directed: bool
+) -> None:
+    """Links, their number and whether the graph is directed, reduced from the parts, are the
+    whole graph's (a directed graph: a random half of an undirected one's arcs)."""
+    from byzmtl.plots import network_of
+
+    graph = _graph(n, p, seed)
+    if directed:
+        keep = (graph.receivers == graph.senders) | (
+            np.random.default_rng(seed).random(graph.n_edges) < 0.5
+        )
+        graph = graphs.Graph(n, graph.receivers[keep], graph.senders[keep])
+    bounds = agent_bounds(graph.degrees, world)
+    pieces = [GraphPart.of(graph, slice(a, b)).drawn_piece() for a, b in itertools.pairwise(bounds)]
+    groups, byzantine = np.arange(n) % 3, np.arange(0, n, 7)
+    from_parts = network_of(drawn_edges(n, pieces, None), groups, ["a", "b", "c"], byzantine)
+    whole = network_of(graph, groups, ["a", "b", "c"], byzantine)
+    for name, value in vars(whole).items():
+        assert np.array_equal(getattr(from_parts, name), value), name
+    arcs = set(zip(graph.receivers.tolist(), graph.senders.tolist(), strict=True))
+    assert whole.directed == any((s, r) not in arcs for r, s in arcs)

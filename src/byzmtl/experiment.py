@@ -30,8 +30,14 @@ from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
 from byzmtl.datasets.errors import DatasetError
 from byzmtl.determinism import deterministic_algorithms, use_deterministic_cublas
 from byzmtl.engine import AttackOutputError, RoundOutput, SimState, Simulation
-from byzmtl.engine.partition import PartitionedSimulation, can_partition
-from byzmtl.engine.ranks import Ranks
+from byzmtl.engine.partition import (
+    PartitionedSimulation,
+    built_part,
+    can_partition,
+    can_partition_run,
+)
+from byzmtl.engine.ranks import AgreedFailure, Ranks
+from byzmtl.graph_part import DrawnEdges, GraphPart, drawn_edges
 from byzmtl.outcome import Result, summarise
 from byzmtl.recording import Diagnostics, Recorder, WeightSums
 from byzmtl.registry import RegistryError
@@ -49,11 +55,14 @@ class Experiment:
 
     config: RunConfig  # resolved: every default filled in
     case: CaseStudy
-    graph: graphs.Graph
+    graph: graphs.Graph | GraphPart  # a partitioned run's rank: its receivers' part
     byzantine: np.ndarray  # sorted agent ids
     rules: list[Rule]
     attack: Attack
     simulation: Simulation
+    # what the network figure is drawn from: the graph, or on a partitioned run's rank the
+    # edges among the drawn agents, reduced from every rank's part
+    drawn: graphs.Graph | DrawnEdges
     setup_seconds: float = 0.0  # time spent building and validating all of the above
 
     @property
@@ -71,9 +80,7 @@ def build_graph(
     graph of kind ``graphml`` or ``networkx``). Node ids of a user's graph are the agent ids."""
     n = case.n_agents
     if settings.kind == "geometric":
-        positions = case.positions
-        if positions is None:
-            positions = np.sqrt(n / 100.0) * 3.0 * rng.uniform(seed, "position", case.keys, 0, 2)
+        positions = _geometric_positions(case, seed)
         return graphs.geometric(
             positions, settings.radius, settings.max_neighbours, seed, case.keys
         )
@@ -97,6 +104,31 @@ def build_graph(
                 f"the graph has {built.n_agents} nodes, the case has {n} agents (task.agents)"
             )
     return graphs.Graph(n, built.receivers, built.senders, case.positions)
+
+
+def _geometric_positions(case: CaseStudy, seed: int) -> np.ndarray:
+    """The agents' places on a geometric graph: the case study's, or uniform in a square of
+    side 3 sqrt(N / 100) (the paper's density)."""
+    if case.positions is not None:
+        return case.positions
+    n = case.n_agents
+    return np.sqrt(n / 100.0) * 3.0 * rng.uniform(seed, "position", case.keys, 0, 2)
+
+
+def _partitioned_graph(
+    settings: GraphSettings, case: CaseStudy, seed: int, ranks: Ranks
+) -> GraphPart:
+    """This rank's part of the geometric graph of ``settings``, built per range of receivers
+    (:func:`byzmtl.engine.partition.built_part`): the whole graph's edges are never held.
+    Collective."""
+    positions = _geometric_positions(case, seed)
+
+    def build(agents: slice) -> np.ndarray:
+        return graphs.geometric_keys(
+            positions, settings.radius, settings.max_neighbours, seed, case.keys, agents
+        )
+
+    return built_part(case.n_agents, build, positions, ranks)
 
 
 def _user_graph(config: RunConfig, given: nx.Graph | None) -> nx.Graph | None:
@@ -183,13 +215,22 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
         named = "data_dir" in case_class.settings_model.model_fields
         raise DatasetError(f"{'task.data_dir' if named else 'task'}: {error}") from None
     assert config.graph is not None
-    try:
-        built = build_graph(config.graph, case, config.seed, given)
-    except graphs.GraphError as error:
-        raise ConfigError(f"graph: {error}") from None
     byzantine = _byzantine(config, case)
     sharding = {} if config.shard_edges is None else {"shard_edges": config.shard_edges}
     ranks = _ranks(config.procs)
+    built: graphs.Graph | GraphPart | None = None
+    try:
+        if (
+            ranks is not None
+            and config.graph.kind == "geometric"
+            and can_partition_run(case, attack, byzantine, ranks.world)
+        ):  # each rank builds the edges into its own receivers only
+            built = _partitioned_graph(config.graph, case, config.seed, ranks)
+            built = built if can_partition(case, built, attack, byzantine, ranks.world) else None
+        if built is None:
+            built = build_graph(config.graph, case, config.seed, given)
+    except graphs.GraphError as error:
+        raise ConfigError(f"graph: {error}") from None
     try:
         if ranks is not None and can_partition(case, built, attack, byzantine, ranks.world):
             simulation: Simulation = PartitionedSimulation(  # each rank holds its agents only
@@ -197,19 +238,36 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
                 device, **sharding,
             )  # fmt: skip
         else:
+            assert isinstance(built, graphs.Graph)  # a part is built only where it is used
             simulation = Simulation(
                 case, built, rules, attack, byzantine, config.seed, case.keys, dtype, device,
                 **sharding,
             )  # fmt: skip
             simulation.ranks = ranks  # procs > 1: shards split over the group's ranks (stage 1)
-    except RuleAssumptionError as error:
-        raise ConfigError(f"rules: {error}") from None
-    except AttackAssumptionError as error:
-        raise ConfigError(f"attack: {error}") from None
-    experiment = Experiment(config, case, built, byzantine, rules, attack, simulation)
+    except (RuleAssumptionError, AttackAssumptionError, AgreedFailure) as error:
+        raise _assumption_error(error) from None
+    drawn: graphs.Graph | DrawnEdges
+    if isinstance(built, GraphPart):
+        assert ranks is not None
+        drawn = drawn_edges(built.n_agents, ranks.gathered(built.drawn_piece()), built.positions)
+    else:
+        drawn = built
+    experiment = Experiment(config, case, built, byzantine, rules, attack, simulation, drawn)
     check_built_size(experiment)
     experiment.setup_seconds = time.perf_counter() - started
     return experiment
+
+
+def _assumption_error(error: Exception) -> Exception:
+    """The error a failed rule or attack check is reported as: a ConfigError naming the
+    setting (a partitioned run's ranks agree on the first failing rank's error)."""
+    if isinstance(error, AgreedFailure) and isinstance(error.error, Exception):
+        error = error.error
+    if isinstance(error, RuleAssumptionError):
+        return ConfigError(f"rules: {error}")
+    if isinstance(error, AttackAssumptionError):
+        return ConfigError(f"attack: {error}")
+    return error
 
 
 def _plugins(config: RunConfig) -> tuple[RunConfig, list[Rule], Attack]:
@@ -364,8 +422,8 @@ def run(
     )
     graph = experiment.graph
     diagnostics = Diagnostics(
-        graph.receivers,
-        graph.senders,
+        graph.receivers if isinstance(graph, graphs.Graph) else None,  # ranks: sums only
+        graph.senders if isinstance(graph, graphs.Graph) else None,
         experiment.normal,
         case.groups,
         experiment.config.rules,
@@ -376,10 +434,10 @@ def run(
     )
     summed = isinstance(simulation, PartitionedSimulation)
     if isinstance(simulation, PartitionedSimulation):
-        own, edges = simulation.halo.agents, simulation.halo.edge_range
+        own, part = simulation.halo.agents, simulation.graph
         simulation.weight_sums = WeightSums(
-            graph.receivers[edges],
-            graph.senders[edges],
+            part.receivers,
+            part.senders,
             experiment.normal,
             case.groups,
             own,

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from byzmtl.graph import Graph
+    from byzmtl.graph_part import DrawnEdges
 
 
 WORKER = (sys.executable, "-m", "byzmtl.plots.worker")
@@ -94,7 +95,7 @@ class FigureProcess:
 
     def draw_network(
         self,
-        graph: Graph,
+        graph: Graph | DrawnEdges,
         groups: Sequence[int] | np.ndarray,
         group_names: Sequence[str],
         byzantine: Sequence[int] | np.ndarray,
@@ -163,7 +164,7 @@ class FigureProcess:
 
 def save_network_input(
     path: Path,
-    graph: Graph,
+    graph: Graph | DrawnEdges,
     groups: Sequence[int] | np.ndarray,
     group_names: Sequence[str],
     byzantine: Sequence[int] | np.ndarray,
@@ -171,6 +172,8 @@ def save_network_input(
     """What :func:`byzmtl.plots.save_network` needs, as arrays (numpy only): the figure process
     rebuilds the graph's edges from them and writes network.npz."""
     import numpy as np
+
+    from byzmtl.graph_part import DrawnEdges
 
     arrays: dict[str, Any] = {
         "n_agents": np.asarray(graph.n_agents),
@@ -182,5 +185,8 @@ def save_network_input(
     }
     if graph.positions is not None:
         arrays["positions"] = np.asarray(graph.positions)
+    if isinstance(graph, DrawnEdges):  # the edges among the drawn agents only
+        arrays["n_links"] = np.asarray(graph.n_links)
+        arrays["directed"] = np.asarray(graph.directed)
     with open(path, "wb") as file:
         np.savez(file, **arrays)

@@ -245,26 +245,58 @@ def geometric(
     positions = np.asarray(positions, dtype=np.float64)
     n = len(positions)
     keys = rng.agent_keys(n) if keys is None else keys
-    if radius <= 0:
-        raise GraphError(f"geometric radius must be positive, got {radius}")
-    if max_neighbours is not None and max_neighbours < 1:
-        raise GraphError(f"max_neighbours must be >= 1 (self included), got {max_neighbours}")
+    _check_geometric(radius, max_neighbours)
     if n < ALL_PAIRS_BELOW:
         pairs = close_pairs(positions, radius)
         receivers = np.concatenate([pairs[:, 0], pairs[:, 1]])
         senders = np.concatenate([pairs[:, 1], pairs[:, 0]])
         receivers, senders = _sampled(receivers, senders, max_neighbours, seed, keys)
         return from_edges(n, receivers, senders, positions)
+    key = geometric_keys(positions, radius, max_neighbours, seed, keys, slice(0, n))
+    return Graph(n, key // n, key % n, positions)
+
+
+def geometric_keys(
+    positions: np.ndarray,
+    radius: float,
+    max_neighbours: int | None,
+    seed: int,
+    keys: np.ndarray,
+    receivers: slice,
+) -> np.ndarray:
+    """The edges of :func:`geometric` into the agents ``receivers`` (a range of ids) only, as
+    sorted keys ``receiver * n + sender``: exactly the whole graph's edges of those receivers,
+    whatever the range (the blocks of receivers are those of the whole graph, cut at multiples
+    of ``_BLOCK_RECEIVERS``, and trimmed to the range). Memory: the range's edges, one block's
+    candidates and the k-d tree of all positions."""
+    positions = np.asarray(positions, dtype=np.float64)
+    n = len(positions)
+    _check_geometric(radius, max_neighbours)
+    first, last = receivers.start, receivers.stop
+    if n < ALL_PAIRS_BELOW:
+        whole = geometric(positions, radius, max_neighbours, seed, keys)
+        lo, hi = whole.offsets[first], whole.offsets[last]
+        return whole.receivers[lo:hi] * n + whole.senders[lo:hi]
     from scipy.spatial import cKDTree
 
     tree = cKDTree(positions)
-    blocks = [
-        _geometric_block(tree, positions, first, radius, max_neighbours, seed, keys)
-        for first in range(0, n, _BLOCK_RECEIVERS)
-    ]
+    start = first // _BLOCK_RECEIVERS * _BLOCK_RECEIVERS
+    blocks = []
+    for block in range(start, last, _BLOCK_RECEIVERS):
+        key = _geometric_block(tree, positions, block, radius, max_neighbours, seed, keys)
+        if block < first or block + _BLOCK_RECEIVERS > last:
+            key = key[np.searchsorted(key, first * n) : np.searchsorted(key, last * n)]
+        blocks.append(key)
     key = np.concatenate([np.zeros(0, dtype=np.int64), *blocks])
     del blocks
-    return Graph(n, key // n, key % n, positions)
+    return key
+
+
+def _check_geometric(radius: float, max_neighbours: int | None) -> None:
+    if radius <= 0:
+        raise GraphError(f"geometric radius must be positive, got {radius}")
+    if max_neighbours is not None and max_neighbours < 1:
+        raise GraphError(f"max_neighbours must be >= 1 (self included), got {max_neighbours}")
 
 
 _BLOCK_RECEIVERS = 1 << 15  # receivers whose neighbours are found and sampled at once

@@ -31,6 +31,7 @@ class Neighbourhoods:
     self_edges: Tensor  # (N,) long: index of agent k's self-loop
     degrees: Tensor  # (N,) long: |N_k|
     n_agents: int
+    first: int = 0  # the id in the whole graph of receiver 0 (a partitioned run's ranks)
     _cache: dict[tuple, Tensor | tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
 
     @classmethod

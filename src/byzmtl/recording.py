@@ -281,8 +281,8 @@ class Diagnostics:
 
     def __init__(
         self,
-        receivers: np.ndarray,
-        senders: np.ndarray,
+        receivers: np.ndarray | None,
+        senders: np.ndarray | None,
         normal: np.ndarray,
         groups: np.ndarray,
         rule_names: Sequence[str],
@@ -302,7 +302,8 @@ class Diagnostics:
         self._sums: WeightSums | None = None  # built on first use: a partitioned run's ranks
         # give sums (add_sums), and the whole graph's index lists would cost 16 B per edge
         self._normal = torch.as_tensor(np.flatnonzero(normal), dtype=torch.long, device=device)
-        self._n_agents, self._n_edges = len(normal), len(receivers)
+        self._n_agents = len(normal)
+        self._n_edges = 0 if receivers is None else len(receivers)
         self._weights: list[Sequence[Tensor | None]] = []
         self._totals: list[Tensor | None] = []  # rounds given as sums (add_sums)
         self._recorded: list[int] = []  # rounds at which the task reported metrics
@@ -313,7 +314,10 @@ class Diagnostics:
 
     def add(self, round_index: int, weights: Sequence[Tensor | None], metrics: Any) -> None:
         """Record round ``round_index`` (0-based): one (E,) weight tensor (or None) per rule,
-        and the round's metrics (name -> (R, N)) or None."""
+        and the round's metrics (name -> (R, N)) or None. Needs the graph's edges (given
+        None, the diagnostics take sums only: :meth:`add_sums`)."""
+        if self._graph[0] is None:
+            raise ValueError("these diagnostics were given no edges: record sums (add_sums)")
         self._weights.append(weights)
         self._add_metrics(round_index, metrics)
         if len(self._weights) * len(weights) * self._n_edges >= _BUFFER_VALUES:
@@ -338,6 +342,7 @@ class Diagnostics:
         if self._weights:
             if self._sums is None:
                 receivers, senders, normal, groups, device = self._graph
+                assert receivers is not None and senders is not None  # add() checks
                 every = slice(0, self._n_agents)
                 self._sums = WeightSums(receivers, senders, normal, groups, every, device)
             block = stacked_weights(self._weights)

@@ -146,7 +146,7 @@ def _draw_figures(result: Result, folder: Path, figures: FigureProcess | None = 
                 experiment = result.experiment
                 save_network_input(
                     inputs,
-                    experiment.graph,
+                    experiment.drawn,
                     experiment.case.groups,
                     experiment.case.group_names,
                     experiment.byzantine,
@@ -171,7 +171,7 @@ def _draw_figures(result: Result, folder: Path, figures: FigureProcess | None = 
     network = draw_figure(
         folder / "network.npz",
         lambda path: plots.save_network(
-            path, experiment.graph, case.groups, case.group_names, experiment.byzantine
+            path, experiment.drawn, case.groups, case.group_names, experiment.byzantine
         ),
     )
     if network is not None:

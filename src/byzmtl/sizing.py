@@ -10,6 +10,7 @@ import torch
 
 from byzmtl import resources
 from byzmtl.config import RunConfig
+from byzmtl.graph import Graph
 from byzmtl.tasks import CaseStudy
 
 if TYPE_CHECKING:
@@ -55,7 +56,9 @@ def size_of(experiment: Experiment) -> resources.Size:
     parameters = sum(sizes) if sizes else int(case.init_models(1).shape[-1])
     return resources.Size(
         agents=case.n_agents,
-        edges=experiment.graph.n_edges,
+        edges=experiment.graph.n_edges  # a partitioned run's rank: the edges it holds
+        if isinstance(experiment.graph, Graph)
+        else len(experiment.graph.receivers),
         parameters=parameters,
         replicas=len(experiment.rules),
         rounds=case.n_rounds,

@@ -29,8 +29,11 @@ only for a checkpoint and at the end (:meth:`PartitionedSimulation.whole_state`)
 rank receives its halo, 8 k R d |H_r| bytes (k = 2 with an attack: psi and w(i-1), else 1), and
 the others' metrics and sums, 8 R (m + 2) (N - N_r) bytes (m metrics).
 
-Not partitioned yet: every rank builds the whole graph and the whole case study before taking
-its part (their memory is replicated), and gathers the whole state at the end.
+A geometric graph is never built whole in a partitioned run: each rank builds the edges into
+its own receivers (:func:`built_part`; the geometric builder gives the whole graph's edges for
+any range of receivers) and holds a :class:`~byzmtl.graph_part.GraphPart`; other graphs are
+built whole and cut. Not partitioned yet: every rank builds the whole case study before
+restricting it (O(N) per-agent data), and gathers the whole state at the end.
 
 A run is partitioned when :func:`can_partition` holds: the task can be restricted
 (:class:`byzmtl.protocols.Restrictable`), the attack is neighbourhood-only (or nobody is
@@ -61,6 +64,7 @@ from byzmtl.engine.shards import SHARD_EDGES, make_shards
 from byzmtl.engine.simulation import Round, Simulation, checked_byzantine
 from byzmtl.engine.state import RoundOutput, SimState
 from byzmtl.graph import Graph
+from byzmtl.graph_part import GraphPart
 from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.protocols import ParameterTensors, Restrictable, Task
 from byzmtl.rules.base import Rule, RuleState
@@ -77,18 +81,67 @@ def agent_bounds(degrees: np.ndarray, world: int) -> np.ndarray:
     return bounds.astype(np.int64)
 
 
-def can_partition(
-    task: Task, graph: Graph, attack: Attack | None, byzantine: np.ndarray, world: int
-) -> bool:
-    """Whether a run of ``world`` processes can hold each rank's agents only (see the module)."""
+def can_partition_run(task: Task, attack: Attack | None, byzantine: np.ndarray, world: int) -> bool:
+    """Whether a run of ``world`` processes can hold each rank's agents only, as far as its
+    task and attack tell (the graph decides the rest: :func:`can_partition`)."""
     if world < 2 or not isinstance(task, Restrictable):
         return False
-    if len(byzantine) and not getattr(attack, "neighbourhood_only", False):
+    return not len(byzantine) or bool(getattr(attack, "neighbourhood_only", False))
+
+
+def can_partition(
+    task: Task,
+    graph: Graph | GraphPart,
+    attack: Attack | None,
+    byzantine: np.ndarray,
+    world: int,
+) -> bool:
+    """Whether a run of ``world`` processes can hold each rank's agents only (see the module)."""
+    if not can_partition_run(task, attack, byzantine, world):
         return False
     degrees = graph.degrees
     return (
         2 * int(degrees.max()) < graph.n_agents and np.diff(agent_bounds(degrees, world)).min() > 0
     )
+
+
+def built_part(
+    n_agents: int,
+    build: Callable[[slice], np.ndarray],
+    positions: np.ndarray | None,
+    ranks: Ranks,
+) -> GraphPart:
+    """This rank's part of a graph built per range of receivers, never whole: ``build(agents)``
+    gives the sorted keys ``receiver * N + sender`` of the edges into ``agents``, the same
+    edges whatever the range. Each rank builds an even share of the agents, the ranks gather
+    their degrees, and each rank then keeps its range of :func:`agent_bounds`, building the
+    edges of its range that its share lacked. Collective."""
+    n, rank, world = n_agents, ranks.rank, ranks.world
+    share = slice(rank * n // world, (rank + 1) * n // world)
+
+    def counted() -> tuple[np.ndarray, np.ndarray]:
+        keys = build(share)
+        degrees = np.bincount(keys // n - share.start, minlength=share.stop - share.start)
+        return keys, degrees.astype(np.int32)  # half the bytes to gather
+
+    (share_keys, _), counts = ranks.collect(counted, lambda value: value[1])
+    degrees = np.concatenate(counts).astype(np.int64)
+    bounds = agent_bounds(degrees, world)
+    first, last = int(bounds[rank]), int(bounds[rank + 1])
+
+    def kept() -> GraphPart:
+        low, high = max(first, share.start), min(last, share.stop)
+        lo, hi = np.searchsorted(share_keys, [low * n, high * n])
+        middle = share_keys[lo:hi]
+        pieces = [middle] if low < high else []
+        if first < share.start:
+            pieces.insert(0, build(slice(first, min(share.start, last))))
+        if last > share.stop:
+            pieces.append(build(slice(max(share.stop, first), last)))
+        own = np.concatenate([np.zeros(0, dtype=np.int64), *pieces])
+        return GraphPart.from_keys(n, slice(first, last), own, degrees, positions)
+
+    return ranks.agree(kept)
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,30 +159,36 @@ class Halo:
     sent: list[int]  # rows sent to each rank
 
     @classmethod
-    def of(cls, graph: Graph, rank: int, world: int, device: torch.device) -> Halo:
-        bounds = agent_bounds(graph.degrees, world)
-        offsets = np.concatenate([[0], np.cumsum(graph.degrees)])
-
-        def halo(q: int) -> np.ndarray:
-            senders = graph.senders[offsets[bounds[q]] : offsets[bounds[q + 1]]]
-            outside = (senders < bounds[q]) | (senders >= bounds[q + 1])
-            return np.unique(senders[outside])
-
+    def of(
+        cls,
+        part: GraphPart,
+        rank: int,
+        world: int,
+        halos: Sequence[np.ndarray],
+        device: torch.device,
+    ) -> Halo:
+        """Rank ``rank``'s halo from its part and every rank's halo (``halos[q]``: the sorted
+        outside senders of rank q's part, :meth:`GraphPart.outside_senders`)."""
+        bounds = agent_bounds(part.degrees, world)
         first, last = int(bounds[rank]), int(bounds[rank + 1])
-        mine = halo(rank)
+        if (part.agents.start, part.agents.stop) != (first, last):
+            held = f"{part.agents.start}..{part.agents.stop - 1}"
+            raise ValueError(f"rank {rank} holds agents {held}, its range is {first}..{last - 1}")
+        mine = halos[rank]
         table = np.union1d(np.arange(first, last), mine)
         start = int(np.searchsorted(table, first))
         owners = np.searchsorted(bounds, mine, side="right") - 1
         received = np.bincount(owners, minlength=world).tolist()  # mine sorted: owners ascend
         to_send = []
         for q in range(world):
-            wanted = halo(q) if q != rank else np.empty(0, np.int64)
+            wanted = halos[q] if q != rank else np.empty(0, np.int64)
             to_send.append(wanted[(wanted >= first) & (wanted < last)] - first)
         rows = np.concatenate(to_send) if to_send else np.empty(0, np.int64)
 
         def tensor(values: np.ndarray) -> Tensor:
             return torch.as_tensor(values, dtype=torch.long, device=device)
 
+        offsets = np.concatenate([[0], np.cumsum(part.degrees)])
         return cls(
             rank,
             slice(first, last),
@@ -170,7 +229,7 @@ class PartitionedSimulation(Simulation):
     def __init__(
         self,
         task: Task,
-        graph: Graph,
+        graph: Graph | GraphPart,
         rules: Sequence[Rule],
         attack: Attack | None,
         byzantine: Sequence[int] | np.ndarray,
@@ -184,32 +243,40 @@ class PartitionedSimulation(Simulation):
         ids = checked_byzantine(task, graph, rules, byzantine)
         if not isinstance(task, Restrictable):
             raise TypeError(f"{type(task).__name__} cannot be restricted to a rank's agents")
-        self.graph, self.rules, self.attack = graph, list(rules), attack
+        if isinstance(graph, Graph):  # the rank keeps its part only
+            bounds = agent_bounds(graph.degrees, ranks.world)
+            graph = GraphPart.of(graph, slice(int(bounds[ranks.rank]), int(bounds[ranks.rank + 1])))
+        part = graph
+        self.graph, self.rules, self.attack = part, list(rules), attack
         self.ranks, self.group = ranks, ranks  # ``group``: the same, never None
         # set (by the run's recording): each round's output carries, gathered in rank order,
         # what it returns for the rank's weights, (R, k, N_r) per-receiver sums
         self.weight_sums: Callable[[list[Tensor | None]], Tensor | None] | None = None
         self.seed, self.dtype, self.device = seed, dtype, torch.device(device)
-        keys = rng.agent_keys(graph.n_agents) if keys is None else np.asarray(keys, np.uint64)
-        flags = np.zeros(graph.n_agents, dtype=bool)
+        keys = rng.agent_keys(part.n_agents) if keys is None else np.asarray(keys, np.uint64)
+        flags = np.zeros(part.n_agents, dtype=bool)
         flags[ids] = True
-        self._check(graph, task, attack, flags, seed, keys)
-        self.halo = halo = Halo.of(graph, ranks.rank, ranks.world, self.device)
+        halos = ranks.gathered(part.outside_senders())
+        self.halo = halo = Halo.of(part, ranks.rank, ranks.world, halos, self.device)
         table, own = halo.table, halo.own
         self.task = task.restricted(np.arange(halo.agents.start, halo.agents.stop))
         self.keys = keys[halo.agents]
-        self.n_total = graph.n_agents
-        edge_slice = halo.edge_range
-        senders = np.searchsorted(table, graph.senders[edge_slice])
-        receivers = graph.receivers[edge_slice] - halo.agents.start
+        self.n_total = part.n_agents
+        senders = np.searchsorted(table, part.senders)
+        receivers = part.receivers - halo.agents.start
 
         def tensor(values: np.ndarray) -> Tensor:
             return torch.as_tensor(values, dtype=torch.long, device=self.device)
 
-        degrees = graph.degrees[halo.agents]
-        self_edges = np.flatnonzero(table[senders] == graph.receivers[edge_slice])
+        degrees = part.degrees[halo.agents]
+        self_edges = np.flatnonzero(part.senders == part.receivers)
         self.edges = Neighbourhoods(
-            tensor(receivers), tensor(senders), tensor(self_edges), tensor(degrees), len(degrees)
+            tensor(receivers),
+            tensor(senders),
+            tensor(self_edges),
+            tensor(degrees),
+            len(degrees),
+            first=halo.agents.start,
         )
         table_flags = flags[table]
         own_flags = flags[halo.agents]
@@ -238,6 +305,7 @@ class PartitionedSimulation(Simulation):
             self.attack_edges,
             sizes,
         )
+        ranks.agree(self._check)
         self._own_byzantine = torch.searchsorted(
             self.attack_context.byzantine_ids, self.byzantine_ids + own.start
         )
@@ -246,30 +314,20 @@ class PartitionedSimulation(Simulation):
         per_rule = max(1, shard_edges // len(self.rules))
         self._use_shards(make_shards(self.edges, self.attack_edges, per_rule, len(table)))
 
-    def _check(
-        self,
-        graph: Graph,
-        task: Task,
-        attack: Attack | None,
-        flags: np.ndarray,
-        seed: int,
-        keys: np.ndarray,
-    ) -> None:
-        """The one-process checks of the rules and the attack, on the whole graph (the same
-        errors, naming the same agents, on every rank)."""
-        edges = Neighbourhoods.from_graph(graph, self.device)  # shares the graph's arrays
+    def _check(self) -> None:
+        """The one-process checks of the rules and the attack, on this rank's part (the rules'
+        on its receivers, numbered from ``edges.first``; the attack's on its table); agreed, so
+        that every rank raises the first failing rank's error, the one a single process
+        raises where the check is per receiver."""
         for rule in self.rules:
             check_rule_hooks(rule)
-            rule.check(edges)
-        if attack is not None:
-            check_attack_hooks(attack)
-        attacked = torch.as_tensor(np.flatnonzero(flags[graph.senders]), device=self.device)
-        if attacked.numel() and attack is None:
+            rule.check(self.edges)
+        if self.attack is not None:
+            check_attack_hooks(self.attack)
+        if self.attack_edges.numel() and self.attack is None:
             raise ValueError("Byzantine agents need an attack")
-        if attack is not None and flags.any():
-            sizes = task.parameter_sizes if isinstance(task, ParameterTensors) else None
-            byzantine = torch.as_tensor(flags, device=self.device)
-            attack.check(AttackContext(seed, keys, edges, byzantine, attacked, sizes), task)
+        if self.attack is not None and bool(self.attack_context.byzantine.any()):
+            self.attack.check(self.attack_context, self.task)
 
     def _step(self, state: SimState) -> tuple[SimState, RoundOutput]:
         i, previous = state.iteration, state.models

@@ -44,6 +44,7 @@ from byzmtl.engine.sending import Heard, attack_inputs, send
 from byzmtl.engine.shards import SHARD_EDGES, Shard, make_shards
 from byzmtl.engine.state import RoundOutput, SimState
 from byzmtl.graph import Graph
+from byzmtl.graph_part import GraphPart
 from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.protocols import ParameterTensors, SenderLosses, Task
 from byzmtl.rules.base import Combination, Rule, RuleInputs, RuleState, WeightRule
@@ -64,7 +65,10 @@ def _agent_ids(ids: Sequence[int] | np.ndarray, n_agents: int) -> np.ndarray:
 
 
 def checked_byzantine(
-    task: Task, graph: Graph, rules: Sequence[Rule], byzantine: Sequence[int] | np.ndarray
+    task: Task,
+    graph: Graph | GraphPart,
+    rules: Sequence[Rule],
+    byzantine: Sequence[int] | np.ndarray,
 ) -> np.ndarray:
     """The sorted Byzantine ids of a simulation of ``task`` on ``graph`` under ``rules``, or a
     one-line ValueError where the graph and task disagree on the agents, there is no rule, or
@@ -158,7 +162,8 @@ class Simulation:
         shard_edges: int = SHARD_EDGES,
     ) -> None:
         ids = checked_byzantine(task, graph, rules, byzantine)
-        self.task, self.graph, self.rules, self.attack = task, graph, list(rules), attack
+        self.task, self.rules, self.attack = task, list(rules), attack
+        self.graph: Graph | GraphPart = graph  # a partitioned run's rank: its part
         self.seed, self.dtype, self.device = seed, dtype, torch.device(device)
         self.keys = rng.agent_keys(graph.n_agents) if keys is None else np.asarray(keys, np.uint64)
         self.edges = Neighbourhoods.from_graph(graph, self.device)

@@ -19,10 +19,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from byzmtl.graph_part import MAX_DRAWN_AGENTS as MAX_DRAWN_AGENTS
+from byzmtl.graph_part import DrawnEdges, drawn_agents, drawn_edges, drawn_piece
+
 if TYPE_CHECKING:  # not imported: the figure process runs without torch
     from byzmtl.graph import Graph
 
-MAX_DRAWN_AGENTS = 5000
 MAX_DRAWN_LINKS = 20_000
 MAX_CATEGORICAL_GROUPS = 9  # tab10 without its red, which marks Byzantine agents
 
@@ -48,23 +50,25 @@ class Network:
 
 
 def network_of(
-    graph: Graph, groups: np.ndarray, group_names: Sequence[str], byzantine: np.ndarray
+    graph: Graph | DrawnEdges,
+    groups: np.ndarray,
+    group_names: Sequence[str],
+    byzantine: np.ndarray,
 ) -> Network:
-    """The drawable network of ``graph``: agents sampled evenly by id above MAX_DRAWN_AGENTS,
-    links among the drawn agents sampled (fixed seed) above MAX_DRAWN_LINKS."""
+    """The drawable network of ``graph`` (or of the :class:`~byzmtl.graph_part.DrawnEdges` a
+    partitioned run's ranks reduce from their parts): agents sampled evenly by id above
+    MAX_DRAWN_AGENTS, links among the drawn agents sampled (fixed seed) above
+    MAX_DRAWN_LINKS."""
     n = graph.n_agents
-    shown = np.arange(n) if n <= MAX_DRAWN_AGENTS else np.linspace(0, n - 1, MAX_DRAWN_AGENTS)
-    shown = np.unique(shown.astype(np.int64))
+    if not isinstance(graph, DrawnEdges):
+        whole = slice(0, n)
+        piece = drawn_piece(n, whole, graph.receivers, graph.senders)
+        graph = drawn_edges(n, [piece], graph.positions)
+    shown = drawn_agents(n)
     local = np.full(n, -1, dtype=np.int64)
     local[shown] = np.arange(len(shown))
-    off = graph.receivers != graph.senders
-    receivers, senders = graph.receivers[off].astype(np.int64), graph.senders[off].astype(np.int64)
-    keys = receivers * n + senders  # sorted: the graph's edges are sorted by (receiver, sender)
-    reverse = senders * n + receivers
-    found = np.searchsorted(keys, reverse).clip(max=max(len(keys) - 1, 0))
-    directed = bool(len(keys) and not np.all(keys[found] == reverse))
-    keep = np.ones(len(keys), bool) if directed else receivers < senders
-    keep &= (local[receivers] >= 0) & (local[senders] >= 0)
+    receivers, senders = graph.receivers.astype(np.int64), graph.senders.astype(np.int64)
+    keep = np.ones(len(receivers), bool) if graph.directed else receivers < senders
     receivers, senders = local[receivers[keep]], local[senders[keep]]
     among = len(receivers)
     if among > MAX_DRAWN_LINKS:
@@ -74,8 +78,8 @@ def network_of(
     bad[np.asarray(byzantine, dtype=np.int64)] = True
     return Network(
         n_agents=n,
-        n_links=int(off.sum()) if directed else int(off.sum()) // 2,
-        directed=directed,
+        n_links=graph.n_links,
+        directed=graph.directed,
         agents=shown,
         groups=np.asarray(groups)[shown].astype(np.int64),
         byzantine=bad[shown],
@@ -90,7 +94,7 @@ def network_of(
 
 def save_network(
     path: Path,
-    graph: Graph,
+    graph: Graph | DrawnEdges,
     groups: np.ndarray,
     group_names: Sequence[str],
     byzantine: np.ndarray,

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from byzmtl.graph_part import DrawnEdges
+
 
 @dataclass(frozen=True)
 class _Edges:
@@ -50,12 +52,21 @@ def _save_network(source: Path, path: Path) -> str | None:
     try:
         with np.load(source, allow_pickle=False) as data:
             fields = {name: data[name] for name in data.files}
-        edges = _Edges(
+        edges: _Edges | DrawnEdges = _Edges(
             int(fields["n_agents"]),
             fields["receivers"],
             fields["senders"],
             fields.get("positions"),
         )
+        if "n_links" in fields:  # a partitioned run's edges among the drawn agents
+            edges = DrawnEdges(
+                edges.n_agents,
+                edges.receivers,
+                edges.senders,
+                edges.positions,
+                int(fields["n_links"]),
+                bool(fields["directed"]),
+            )
         names = [str(name) for name in fields["group_names"]]
         save_network(path, edges, fields["groups"], names, fields["byzantine"])  # type: ignore[arg-type]
     except Exception as error:

@@ -77,14 +77,13 @@ def block(x: RuleInputs) -> Block:
 
 def check_degree(edges: Neighbourhoods, minimum: int, rule: str, why: str) -> None:
     """Raise :class:`RuleAssumptionError` naming the first agent whose neighbourhood (itself
-    included) has fewer than ``minimum`` agents."""
+    included) has fewer than ``minimum`` agents (by its id in the whole graph)."""
     short = torch.nonzero(edges.degrees < minimum).flatten()
     if short.numel():
         k = int(short[0])
         raise RuleAssumptionError(
-            f"{rule}: agent {k} has {int(edges.degrees[k])} agents in its neighbourhood "
-            f"(itself included), fewer than the {minimum} that {why} needs"
-            + (f" ({short.numel()} agents fall short)" if short.numel() > 1 else "")
+            f"{rule}: agent {edges.first + k} has {int(edges.degrees[k])} agents in its "
+            f"neighbourhood (itself included), fewer than the {minimum} that {why} needs"
         )
 
 

@@ -1,0 +1,166 @@
+"""A range of a graph's receivers: what one rank of a partitioned run holds instead of the graph.
+
+Edges are sorted by (receiver, sender) (see :mod:`byzmtl.graph`), so the edges into the agents
+a..b-1 are one contiguous slice of the whole edge list; a :class:`GraphPart` holds that slice
+(in global ids) and every agent's degree |N_k| (8 bytes per agent), from which the ranks' ranges
+are cut. The network figure's inputs are reduced from the parts (:func:`drawn_piece`,
+:func:`drawn_edges`): the links among the drawn agents, the number of links and whether the
+graph is directed, the same as of the whole graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from byzmtl.graph import Graph, GraphError
+
+MAX_DRAWN_AGENTS = 5000  # the network figure draws all agents, or this many sampled evenly by id
+
+
+def drawn_agents(n_agents: int) -> np.ndarray:
+    """The sorted ids of the agents the network figure draws: all, or MAX_DRAWN_AGENTS of
+    them spread evenly by id."""
+    if n_agents <= MAX_DRAWN_AGENTS:
+        return np.arange(n_agents, dtype=np.int64)
+    return np.unique(np.linspace(0, n_agents - 1, MAX_DRAWN_AGENTS).astype(np.int64))
+
+
+@dataclass(frozen=True, eq=False)
+class GraphPart:
+    """The edges into the receivers ``agents`` (a range of ids) of a graph of ``n_agents``
+    agents, in global ids and sorted as the whole graph's, and the degree of every agent of
+    the whole graph."""
+
+    n_agents: int
+    agents: slice
+    receivers: np.ndarray  # (E_r,) in [agents.start, agents.stop)
+    senders: np.ndarray  # (E_r,) in [0, n_agents)
+    degrees: np.ndarray  # (N,) |N_k| of every agent, self included
+    positions: np.ndarray | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        first, last = self.agents.start, self.agents.stop
+        own = int(self.degrees[first:last].sum())
+        if len(self.receivers) != own or len(self.senders) != own:
+            raise GraphError(f"agents {first}..{last - 1} have {own} edges, the part holds others")
+        if own and (self.receivers[0] < first or self.receivers[-1] >= last):
+            raise GraphError(f"a part of agents {first}..{last - 1} holds edges into others")
+
+    @classmethod
+    def of(cls, graph: Graph, agents: slice) -> GraphPart:
+        """The part of ``graph`` of the receivers ``agents`` (copies of its edges, so that the
+        graph may go)."""
+        offsets = graph.offsets
+        edges = slice(int(offsets[agents.start]), int(offsets[agents.stop]))
+        return cls(
+            graph.n_agents,
+            agents,
+            graph.receivers[edges].copy(),
+            graph.senders[edges].copy(),
+            graph.degrees,
+            graph.positions,
+        )
+
+    @classmethod
+    def from_keys(
+        cls,
+        n_agents: int,
+        agents: slice,
+        keys: np.ndarray,
+        degrees: np.ndarray,
+        positions: np.ndarray | None,
+    ) -> GraphPart:
+        """The part from its edges' sorted keys ``receiver * n_agents + sender``."""
+        return cls(n_agents, agents, keys // n_agents, keys % n_agents, degrees, positions)
+
+    @property
+    def n_edges(self) -> int:
+        """The whole graph's number of edges."""
+        return int(self.degrees.sum())
+
+    def drawn_piece(self) -> DrawnPiece:
+        """What the part gives the network figure (:func:`drawn_piece`)."""
+        return drawn_piece(self.n_agents, self.agents, self.receivers, self.senders)
+
+    def outside_senders(self) -> np.ndarray:
+        """The senders of the part's edges outside its range, sorted, each once (its halo)."""
+        outside = (self.senders < self.agents.start) | (self.senders >= self.agents.stop)
+        return np.unique(self.senders[outside])
+
+
+@dataclass(frozen=True)
+class DrawnPiece:
+    """What one part gives the network figure: its links among the drawn agents (global ids,
+    self-loops left out, each undirected link once only after the whole graph is known to be
+    undirected, so both directions here), its number of links, its edges that come from
+    outside the part (to tell whether the graph is directed) and whether one of its inside
+    edges has no reverse."""
+
+    receivers: np.ndarray
+    senders: np.ndarray
+    n_off: int  # edges that are not self-loops
+    crossing: np.ndarray  # (C,) keys receiver * n + sender of edges from outside the part
+    one_way: bool  # an edge between two of the part's agents has no reverse
+
+
+def drawn_piece(
+    n_agents: int, agents: slice, receivers: np.ndarray, senders: np.ndarray
+) -> DrawnPiece:
+    """The :class:`DrawnPiece` of the edges (``receivers``, ``senders``) into ``agents`` of a
+    graph of ``n_agents`` agents (all its edges into them, sorted)."""
+    n = n_agents
+    off = receivers != senders
+    receivers, senders = receivers[off], senders[off]
+    inside = (senders >= agents.start) & (senders < agents.stop)
+    keys = receivers[inside] * n + senders[inside]  # sorted, as the edges
+    one_way = not _all_found(senders[inside] * n + receivers[inside], keys)
+    shown = np.zeros(n, dtype=bool)
+    shown[drawn_agents(n)] = True
+    among = shown[receivers] & shown[senders]
+    crossing = receivers[~inside] * n + senders[~inside]
+    return DrawnPiece(receivers[among], senders[among], int(off.sum()), crossing, one_way)
+
+
+def _all_found(values: np.ndarray, sorted_keys: np.ndarray) -> bool:
+    """Whether every value is one of ``sorted_keys``."""
+    if not len(values):
+        return True
+    found = np.searchsorted(sorted_keys, values).clip(max=max(len(sorted_keys) - 1, 0))
+    return bool(len(sorted_keys)) and bool(np.all(sorted_keys[found] == values))
+
+
+@dataclass(frozen=True)
+class DrawnEdges:
+    """The edges among the drawn agents of a graph of ``n_agents`` agents (global ids, sorted
+    by (receiver, sender), self-loops left out), with the whole graph's ``n_links`` and
+    ``directed``: all that :func:`byzmtl.plots.network_of` reads of the whole graph."""
+
+    n_agents: int
+    receivers: np.ndarray
+    senders: np.ndarray
+    positions: np.ndarray | None
+    n_links: int
+    directed: bool
+
+
+def drawn_edges(
+    n_agents: int, pieces: Sequence[DrawnPiece], positions: np.ndarray | None
+) -> DrawnEdges:
+    """The whole graph's :class:`DrawnEdges` from every part's piece, in the parts' order
+    (increasing receivers): the graph is directed when a part's inside edge, or an edge
+    between two parts, has no reverse."""
+    crossing = np.concatenate([np.zeros(0, np.int64), *(p.crossing for p in pieces)])
+    reverse = (crossing % n_agents) * n_agents + crossing // n_agents
+    directed = any(p.one_way for p in pieces) or not _all_found(reverse, crossing)
+    n_off = sum(p.n_off for p in pieces)
+    return DrawnEdges(
+        n_agents,
+        np.concatenate([np.zeros(0, np.int64), *(p.receivers for p in pieces)]),
+        np.concatenate([np.zeros(0, np.int64), *(p.senders for p in pieces)]),
+        positions,
+        n_off if directed else n_off // 2,
+        directed,
+    )
