@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byzmtl import graph as graphs
-from byzmtl import rng
+from byzmtl import graph_part, rng
 from byzmtl.engine.partition import Halo, agent_bounds, can_partition
 from byzmtl.graph_part import GraphPart, drawn_edges
 from byzmtl.recording import WeightSums
@@ -161,7 +161,11 @@ def test_the_network_figure_of_the_ranks_parts_is_the_whole_graphs(
         )
         graph = graphs.Graph(n, graph.receivers[keep], graph.senders[keep])
     bounds = agent_bounds(graph.degrees, world)
-    pieces = [GraphPart.of(graph, slice(a, b)).drawn_piece() for a, b in itertools.pairwise(bounds)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(graph_part, "_CHUNK_EDGES", 7)  # edges read in several chunks
+        pieces = [
+            GraphPart.of(graph, slice(a, b)).drawn_piece() for a, b in itertools.pairwise(bounds)
+        ]
     groups, byzantine = np.arange(n) % 3, np.arange(0, n, 7)
     from_parts = network_of(drawn_edges(n, pieces, None), groups, ["a", "b", "c"], byzantine)
     whole = network_of(graph, groups, ["a", "b", "c"], byzantine)

@@ -110,18 +110,35 @@ def drawn_piece(
     n_agents: int, agents: slice, receivers: np.ndarray, senders: np.ndarray
 ) -> DrawnPiece:
     """The :class:`DrawnPiece` of the edges (``receivers``, ``senders``) into ``agents`` of a
-    graph of ``n_agents`` agents (all its edges into them, sorted)."""
+    graph of ``n_agents`` agents (all its edges into them, sorted); read in chunks of
+    ``_CHUNK_EDGES`` edges, so that it needs 8 bytes per edge beyond the edges."""
     n = n_agents
-    off = receivers != senders
-    receivers, senders = receivers[off], senders[off]
-    inside = (senders >= agents.start) & (senders < agents.stop)
-    keys = receivers[inside] * n + senders[inside]  # sorted, as the edges
-    one_way = not _all_found(senders[inside] * n + receivers[inside], keys)
+    keys = receivers * n + senders  # sorted, as the edges
     shown = np.zeros(n, dtype=bool)
     shown[drawn_agents(n)] = True
-    among = shown[receivers] & shown[senders]
-    crossing = receivers[~inside] * n + senders[~inside]
-    return DrawnPiece(receivers[among], senders[among], int(off.sum()), crossing, one_way)
+    one_way, n_off = False, 0
+    links: list[tuple[np.ndarray, np.ndarray]] = []
+    crossing: list[np.ndarray] = []
+    for start in range(0, len(keys), _CHUNK_EDGES):
+        r, s = receivers[start : start + _CHUNK_EDGES], senders[start : start + _CHUNK_EDGES]
+        off = r != s
+        r, s = r[off], s[off]
+        n_off += len(r)
+        inside = (s >= agents.start) & (s < agents.stop)
+        one_way = one_way or not _all_found(s[inside] * n + r[inside], keys)
+        among = shown[r] & shown[s]
+        links.append((r[among], s[among]))
+        crossing.append(r[~inside] * n + s[~inside])
+    return DrawnPiece(
+        np.concatenate([np.zeros(0, np.int64), *(r for r, _ in links)]),
+        np.concatenate([np.zeros(0, np.int64), *(s for _, s in links)]),
+        n_off,
+        np.concatenate([np.zeros(0, np.int64), *crossing]),
+        one_way,
+    )
+
+
+_CHUNK_EDGES = 1 << 20
 
 
 def _all_found(values: np.ndarray, sorted_keys: np.ndarray) -> bool:

@@ -119,26 +119,28 @@ def built_part(
     n, rank, world = n_agents, ranks.rank, ranks.world
     share = slice(rank * n // world, (rank + 1) * n // world)
 
-    def counted() -> tuple[np.ndarray, np.ndarray]:
+    def counted() -> tuple[list[np.ndarray], np.ndarray]:
         keys = build(share)
-        degrees = np.bincount(keys // n - share.start, minlength=share.stop - share.start)
-        return keys, degrees.astype(np.int32)  # half the bytes to gather
+        starts = np.searchsorted(keys, np.arange(share.start, share.stop + 1) * n)
+        return [keys], np.diff(starts).astype(np.int32)  # half the bytes to gather
 
-    (share_keys, _), counts = ranks.collect(counted, lambda value: value[1])
+    (held, _), counts = ranks.collect(counted, lambda value: value[1])
     degrees = np.concatenate(counts).astype(np.int64)
     bounds = agent_bounds(degrees, world)
     first, last = int(bounds[rank]), int(bounds[rank + 1])
 
     def kept() -> GraphPart:
+        share_keys = held.pop()  # the only reference: freed once its own part is copied
         low, high = max(first, share.start), min(last, share.stop)
         lo, hi = np.searchsorted(share_keys, [low * n, high * n])
-        middle = share_keys[lo:hi]
-        pieces = [middle] if low < high else []
+        pieces = [share_keys[lo:hi].copy()] if low < high else []
+        del share_keys
         if first < share.start:
             pieces.insert(0, build(slice(first, min(share.start, last))))
         if last > share.stop:
             pieces.append(build(slice(max(share.stop, first), last)))
-        own = np.concatenate([np.zeros(0, dtype=np.int64), *pieces])
+        own = pieces[0] if len(pieces) == 1 else np.concatenate([np.zeros(0, np.int64), *pieces])
+        del pieces
         return GraphPart.from_keys(n, slice(first, last), own, degrees, positions)
 
     return ranks.agree(kept)
