@@ -146,7 +146,9 @@ class Rule(ABC):
 
     def check(self, edges: Neighbourhoods) -> None:  # noqa: B027 - optional hook
         """Raise :class:`RuleAssumptionError` naming the first agent whose neighbourhood breaks
-        the rule's assumptions. The default rule assumes nothing."""
+        the rule's assumptions (agent ``edges.first + k`` for row k: a partitioned run's rank
+        checks its own receivers, and every rank raises the first failing rank's error). The
+        default rule assumes nothing."""
 
     def init_state(self, edges: Neighbourhoods, dtype: torch.dtype) -> RuleState:
         """The state carried between rounds (per-edge and per-agent tensors); empty by default."""
