@@ -8,6 +8,7 @@ import each other; the engine imports neither the case studies nor anything that
     foundations     names, ops, rng, registry, protocols, version, determinism, threads,
                     tables, datasets/, allocator, scalars, inputs
     graphs          graph
+    graph parts     graph_part
     neighbourhoods  neighbourhoods
     plug-ins        rules/, attacks/, tasks/
     machinery       engine/, recording, plots/, config, catalogue, figure_process
@@ -61,6 +62,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("graphs", ("graph",)),
+    ("graph parts", ("graph_part",)),
     ("neighbourhoods", ("neighbourhoods",)),
     ("plug-ins", ("rules", "attacks", "tasks")),
     (
