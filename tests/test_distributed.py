@@ -286,3 +286,26 @@ def test_procs_needs_a_group_and_agrees_with_its_size(tmp_path: Path) -> None:
         prepare({**_attack_config("constant"), "procs": 2})
     assert main([*_cli(tmp_path, "zero"), "--procs", "0"]) == 2
     assert not (tmp_path / "zero").exists()
+
+
+def test_a_rule_check_failing_on_one_ranks_receivers_is_the_one_process_error(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Each rank checks its own receivers; the first failing rank's error, naming the agent by
+    its id in the whole graph, is what one process reports (agent 35, on rank 1's range)."""
+    pairs = [(k, (k + h) % AGENTS) for k in range(AGENTS) for h in (1, 2)]
+    pairs = [(a, b) for a, b in pairs if 35 not in (a, b) or {a, b} <= {33, 34, 35}]
+    edges = tmp_path / "ring.txt"
+    edges.write_text("".join(f"{a} {b}\n" for a, b in pairs))
+    argv = [
+        "run", "target-localization", "--agents", str(AGENTS), "--iterations", "2",
+        "--attackers", "0", "--rules", "trimmed-mean", "--set", "rule_params.trimmed-mean.b=2",
+        "--set", "graph.kind=edgelist", "--set", f"graph.path={edges}", "--quiet",
+        "--no-progress",
+    ]  # fmt: skip
+    errors = []
+    for procs in ("1", "2"):
+        assert main([*argv, "--out", str(tmp_path / procs), "--procs", procs]) == 2
+        errors.append([line for line in capfd.readouterr().err.splitlines() if "error" in line])
+    assert errors[0] == errors[1], errors
+    assert len(errors[0]) == 1 and "agent 35 has 3 agents" in errors[0][0], errors
