@@ -190,11 +190,11 @@ class Halo:
         def tensor(values: np.ndarray) -> Tensor:
             return torch.as_tensor(values, dtype=torch.long, device=device)
 
-        offsets = np.concatenate([[0], np.cumsum(part.degrees)])
+        edges = int(part.degrees[:first].sum())  # the whole graph's edges before the part's
         return cls(
             rank,
             slice(first, last),
-            slice(int(offsets[first]), int(offsets[last])),
+            slice(edges, edges + len(part.receivers)),
             table,
             slice(start, start + last - first),
             tensor(np.searchsorted(table, mine)),

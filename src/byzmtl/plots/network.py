@@ -61,8 +61,7 @@ def network_of(
     MAX_DRAWN_LINKS."""
     n = graph.n_agents
     if not isinstance(graph, DrawnEdges):
-        whole = slice(0, n)
-        piece = drawn_piece(n, whole, graph.receivers, graph.senders)
+        piece = drawn_piece(n, slice(0, n), graph.receivers, graph.senders)
         graph = drawn_edges(n, [piece], graph.positions)
     shown = drawn_agents(n)
     local = np.full(n, -1, dtype=np.int64)
