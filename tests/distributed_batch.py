@@ -5,7 +5,7 @@
 ``BATCH.json`` maps a name to a run configuration; every run is made with ``procs`` set to the
 group's size, and rank 0 writes its tables (config.toml, metrics.csv, diagnostics.csv,
 summary.json) to ``OUT/<name>`` and the name of the engine that ran it and of the graph
-it held (``Graph`` or its ``GraphPart``) to ``engine.txt``. One
+it held (``Graph``, or its part's ``PartOutline``) to ``engine.txt``. One
 torch thread, as in the test suite.
 """
 

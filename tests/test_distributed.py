@@ -162,7 +162,7 @@ def test_ranks_hold_their_agents_only_where_the_attack_and_the_task_allow(
             whole & set(engines)
         ), engines
         partitioned = {engines[name] for name in set(engines) - whole}
-        assert partitioned == {"PartitionedSimulation GraphPart"}, engines
+        assert partitioned == {"PartitionedSimulation PartOutline"}, engines
 
 
 def test_the_attack_runs_have_five_shards_and_the_others_fewer() -> None:

@@ -35,9 +35,11 @@ from byzmtl.engine.partition import (
     built_part,
     can_partition,
     can_partition_run,
+    own_part,
 )
 from byzmtl.engine.ranks import AgreedFailure, Ranks
-from byzmtl.graph_part import DrawnEdges, GraphPart, drawn_edges
+from byzmtl.graph_part import DrawnEdges, GraphPart, PartOutline, drawn_edges
+from byzmtl.ops import host_copy
 from byzmtl.outcome import Result, summarise
 from byzmtl.recording import Diagnostics, Recorder, WeightSums
 from byzmtl.registry import RegistryError
@@ -55,7 +57,7 @@ class Experiment:
 
     config: RunConfig  # resolved: every default filled in
     case: CaseStudy
-    graph: graphs.Graph | GraphPart  # a partitioned run's rank: its receivers' part
+    graph: graphs.Graph | PartOutline  # a partitioned run's rank: its part's outline
     byzantine: np.ndarray  # sorted agent ids
     rules: list[Rule]
     attack: Attack
@@ -231,8 +233,13 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
             built = build_graph(config.graph, case, config.seed, given)
     except graphs.GraphError as error:
         raise ConfigError(f"graph: {error}") from None
+    partitioned = ranks is not None and can_partition(case, built, attack, byzantine, ranks.world)
+    if partitioned and isinstance(built, graphs.Graph):  # built whole: the rank keeps its part
+        assert ranks is not None
+        built = own_part(built, ranks)
     try:
-        if ranks is not None and can_partition(case, built, attack, byzantine, ranks.world):
+        if partitioned:
+            assert ranks is not None
             simulation: Simulation = PartitionedSimulation(  # each rank holds its agents only
                 case, built, rules, attack, byzantine, config.seed, ranks, case.keys, dtype,
                 device, **sharding,
@@ -252,7 +259,9 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
         drawn = drawn_edges(built.n_agents, ranks.gathered(built.drawn_piece()), built.positions)
     else:
         drawn = built
-    experiment = Experiment(config, case, built, byzantine, rules, attack, simulation, drawn)
+    del built  # a rank's engine holds its part's edges; the part goes
+    graph = simulation.graph
+    experiment = Experiment(config, case, graph, byzantine, rules, attack, simulation, drawn)
     check_built_size(experiment)
     experiment.setup_seconds = time.perf_counter() - started
     return experiment
@@ -433,14 +442,14 @@ def run(
         record_times=times,
     )
     summed = isinstance(simulation, PartitionedSimulation)
-    if isinstance(simulation, PartitionedSimulation):
-        own, part = simulation.halo.agents, simulation.graph
+    if isinstance(simulation, PartitionedSimulation):  # on the engine's edges, in table rows
+        ids, on_table = simulation.halo.table, simulation.attack_context.edges
         simulation.weight_sums = WeightSums(
-            part.receivers,
-            part.senders,
-            experiment.normal,
-            case.groups,
-            own,
+            host_copy(on_table.receivers),
+            host_copy(on_table.senders),
+            experiment.normal[ids],
+            case.groups[ids],
+            simulation.halo.own,
             simulation.device,
         ).of_round
     earlier = {"wall": 0.0, "compute": 0.0}

@@ -90,6 +90,32 @@ class GraphPart:
         outside = (self.senders < self.agents.start) | (self.senders >= self.agents.stop)
         return np.unique(self.senders[outside])
 
+    def outline(self) -> PartOutline:
+        """The part without its edges (what a rank keeps once its engine holds them)."""
+        return PartOutline(self.n_agents, self.agents, self.degrees, self.positions)
+
+
+@dataclass(frozen=True, eq=False)
+class PartOutline:
+    """What a rank of a partitioned run keeps of its :class:`GraphPart` once its engine holds
+    the part's edges in its own numbering (so that the edges are held once): the receivers'
+    range, every agent's degree and the positions."""
+
+    n_agents: int
+    agents: slice
+    degrees: np.ndarray  # (N,) |N_k| of every agent, self included
+    positions: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def n_edges(self) -> int:
+        """The whole graph's number of edges."""
+        return int(self.degrees.sum())
+
+    @property
+    def n_own_edges(self) -> int:
+        """The number of edges into the range's receivers."""
+        return int(self.degrees[self.agents].sum())
+
 
 @dataclass(frozen=True)
 class DrawnPiece:

@@ -190,8 +190,9 @@ DIAGNOSTICS = (
 
 
 class WeightSums:
-    """Per-receiver sums of one rule's edge weights c_lk, for the receivers a..b-1 of a graph
-    whose edges are given by global ids (the whole graph, or a rank's part of it):
+    """Per-receiver sums of one rule's edge weights c_lk, for the receivers a..b-1 of edges
+    given in one numbering of the agents (the whole graph's ids, or a rank's table rows, in
+    which its own agents are a..b-1; ``normal`` and ``groups`` in the same numbering):
 
         b_k = sum over Byzantine l in N_k of c_lk,
         o_k = sum over normal l in N_k of k's task group of c_lk (k included),

@@ -58,7 +58,7 @@ def size_of(experiment: Experiment) -> resources.Size:
         agents=case.n_agents,
         edges=experiment.graph.n_edges  # a partitioned run's rank: the edges it holds
         if isinstance(experiment.graph, Graph)
-        else len(experiment.graph.receivers),
+        else experiment.graph.n_own_edges,
         parameters=parameters,
         replicas=len(experiment.rules),
         rounds=case.n_rounds,

@@ -31,9 +31,11 @@ the others' metrics and sums, 8 R (m + 2) (N - N_r) bytes (m metrics).
 
 A geometric graph is never built whole in a partitioned run: each rank builds the edges into
 its own receivers (:func:`built_part`; the geometric builder gives the whole graph's edges for
-any range of receivers) and holds a :class:`~byzmtl.graph_part.GraphPart`; other graphs are
-built whole and cut. Not partitioned yet: every rank builds the whole case study before
-restricting it (O(N) per-agent data), and gathers the whole state at the end.
+any range of receivers) as a :class:`~byzmtl.graph_part.GraphPart`; other graphs are built
+whole and cut. The engine holds the part's edges once, in its own numbering (receivers from 0,
+senders as table rows), and keeps only the part's outline. Not partitioned yet: every rank
+builds the whole case study before restricting it (O(N) per-agent data), and gathers the whole
+state at the end.
 
 A run is partitioned when :func:`can_partition` holds: the task can be restricted
 (:class:`byzmtl.protocols.Restrictable`), the attack is neighbourhood-only (or nobody is
@@ -146,6 +148,12 @@ def built_part(
     return ranks.agree(kept)
 
 
+def own_part(graph: Graph, ranks: Ranks) -> GraphPart:
+    """This rank's part of a graph built whole (its range of :func:`agent_bounds`)."""
+    bounds = agent_bounds(graph.degrees, ranks.world)
+    return GraphPart.of(graph, slice(int(bounds[ranks.rank]), int(bounds[ranks.rank + 1])))
+
+
 @dataclass(frozen=True, eq=False)
 class Halo:
     """Rank ``rank``'s part of the graph: its agents, its table and what it exchanges."""
@@ -245,11 +253,9 @@ class PartitionedSimulation(Simulation):
         ids = checked_byzantine(task, graph, rules, byzantine)
         if not isinstance(task, Restrictable):
             raise TypeError(f"{type(task).__name__} cannot be restricted to a rank's agents")
-        if isinstance(graph, Graph):  # the rank keeps its part only
-            bounds = agent_bounds(graph.degrees, ranks.world)
-            graph = GraphPart.of(graph, slice(int(bounds[ranks.rank]), int(bounds[ranks.rank + 1])))
-        part = graph
-        self.graph, self.rules, self.attack = part, list(rules), attack
+        part = own_part(graph, ranks) if isinstance(graph, Graph) else graph
+        self.graph = part.outline()  # the engine's tensors hold the edges
+        self.rules, self.attack = list(rules), attack
         self.ranks, self.group = ranks, ranks  # ``group``: the same, never None
         # set (by the run's recording): each round's output carries, gathered in rank order,
         # what it returns for the rank's weights, (R, k, N_r) per-receiver sums
@@ -451,7 +457,7 @@ class PartitionedSimulation(Simulation):
     ) -> SimState:
         """:meth:`Simulation.run` from a whole-graph ``state`` (or the start), returning the
         whole-graph state; ``on_round`` sees this rank's part. Collective."""
-        local = self.init_state() if state is None else self.local_state(state)
+        local = None if state is None else self.local_state(state)  # None: not held here
         return self.whole_state(super().run(local, rounds, on_round))
 
 

@@ -44,7 +44,7 @@ from byzmtl.engine.sending import Heard, attack_inputs, send
 from byzmtl.engine.shards import SHARD_EDGES, Shard, make_shards
 from byzmtl.engine.state import RoundOutput, SimState
 from byzmtl.graph import Graph
-from byzmtl.graph_part import GraphPart
+from byzmtl.graph_part import GraphPart, PartOutline
 from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.protocols import ParameterTensors, SenderLosses, Task
 from byzmtl.rules.base import Combination, Rule, RuleInputs, RuleState, WeightRule
@@ -163,7 +163,7 @@ class Simulation:
     ) -> None:
         ids = checked_byzantine(task, graph, rules, byzantine)
         self.task, self.rules, self.attack = task, list(rules), attack
-        self.graph: Graph | GraphPart = graph  # a partitioned run's rank: its part
+        self.graph: Graph | PartOutline = graph  # a partitioned run's rank: its part's outline
         self.seed, self.dtype, self.device = seed, dtype, torch.device(device)
         self.keys = rng.agent_keys(graph.n_agents) if keys is None else np.asarray(keys, np.uint64)
         self.edges = Neighbourhoods.from_graph(graph, self.device)

@@ -24,6 +24,7 @@ paper's metric) and ``msd`` = ||w_k - w0_k||^2 (the squared distance to the true
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import ClassVar, NamedTuple
 
 import numpy as np
@@ -129,16 +130,35 @@ class TargetLocalization(CaseStudy):
         self.group_names = [f"target-{g}" for g in range(len(targets))]
         self.regressor_noise, self.observation_noise = regressor_noise, observation_noise
         self.dtype, self.device = dtype, torch.device(device)
-        self.goal = targets[groups]  # (N, 2) w0_k
-        offset = self.goal - positions
-        self.direction = offset / np.linalg.norm(offset, axis=1, keepdims=True)
-        self._goal = self._tensor(self.goal)
-        self._exact = tuple(  # float64 copies for generating samples
-            torch.as_tensor(a, dtype=torch.float64)
-            for a in (positions, offset, self.direction, regressor_noise, observation_noise)
-        )
-        self._positions = self._tensor(positions)
         self._chunk: tuple[int, list[LocalizationBatch]] = (0, [])
+
+    # derived per agent when first used (a partitioned run's whole case study never is)
+
+    @cached_property
+    def goal(self) -> np.ndarray:
+        """(N, 2) w0_k: the target agent k seeks."""
+        return self.targets[self.groups]
+
+    @cached_property
+    def direction(self) -> np.ndarray:
+        """(N, 2) the unit vector from agent k to its target."""
+        offset = self.goal - self.positions
+        return offset / np.linalg.norm(offset, axis=1, keepdims=True)
+
+    @cached_property
+    def _goal(self) -> Tensor:
+        return self._tensor(self.goal)
+
+    @cached_property
+    def _positions(self) -> Tensor:
+        return self._tensor(self.positions)
+
+    @cached_property
+    def _exact(self) -> tuple[Tensor, ...]:
+        """float64 x_k, w0_k - x_k, the direction and the noise levels, for the samples."""
+        offset, noise = self.goal - self.positions, (self.regressor_noise, self.observation_noise)
+        values = (self.positions, offset, self.direction, *noise)
+        return tuple(torch.as_tensor(a, dtype=torch.float64) for a in values)
 
     @classmethod
     def planned_size(cls, settings: TargetLocalizationSettings) -> PlannedSize:
