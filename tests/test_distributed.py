@@ -152,9 +152,10 @@ def test_samples_and_a_single_shard_give_the_one_process_results(
 def test_ranks_hold_their_agents_only_where_the_attack_and_the_task_allow(
     runs: dict[int, Path],
 ) -> None:
-    """Partitioned (byzmtl.engine.partition), each rank building and holding its part of the
-    geometric graph only, unless the attack reads agents beyond the receivers' neighbourhoods
-    (mimic) or the task cannot be cut to a rank's agents."""
+    """Partitioned (byzmtl.engine.partition), each rank building its part of the geometric
+    graph only and keeping the part's outline once its engine holds the edges, unless the
+    attack reads agents beyond the receivers' neighbourhoods (mimic) or the task cannot be cut
+    to a rank's agents."""
     for procs in BATCHES:
         engines = {name: (runs[procs] / name / "engine.txt").read_text() for name in BATCHES[procs]}
         whole = {"mimic", "har", "digits"}

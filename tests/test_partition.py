@@ -49,6 +49,9 @@ def test_ranks_own_contiguous_ranges_and_every_table_holds_what_its_edges_need(
         for q in range(world):  # what r sends q is what q receives from r
             assert halo.sent[q] == halos[q].received[r]
         assert halo.sent[r] == halo.received[r] == 0
+        outline = parts[r].outline()  # what a rank keeps once its engine holds the edges
+        assert outline.n_own_edges == len(parts[r].receivers) == len(senders)
+        assert outline.n_edges == graph.n_edges and outline.agents == parts[r].agents
     assert sum(len(range(n)[h.agents]) for h in halos) == n
 
 

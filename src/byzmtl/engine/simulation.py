@@ -471,4 +471,5 @@ class Simulation:
                 state, output = self._step(state)
                 if on_round is not None:
                     on_round(state, output)
+                del output  # its edge weights go before the next round makes its own
         return state
