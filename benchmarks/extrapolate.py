@@ -14,7 +14,7 @@ Measured inputs (read from benchmarks/results/):
   per own edge, per own or halo agent and per agent of the network, the resident memory of the
   imports, and its rounds' peak above what it holds (counted per own edge); the bytes received
   per round for the other ranks' metrics, per agent not owned, and each rank's seconds per round
-  per own edge, at 1e6 and 1e7 agents (``distributed_parts.json``, P = 2: a range).
+  per own edge, at 1e6 and 1e7 agents (``distributed_edges_once.json``, P = 2: a range).
 
 Stage 1 (every machine holds the whole network and computes the replicated steps for every
 agent; each round it receives the other machines' shard results) is kept for comparison.
@@ -71,7 +71,7 @@ def measured() -> dict[str, Any]:
     stage1 = {
         (r["agents"], r["procs"]): r for r in _runs("distributed_table.json") if r["case"] == "tl"
     }
-    parts = {(r["agents"], r["procs"]): r for r in _runs("distributed_parts.json")}
+    parts = {(r["agents"], r["procs"]): r for r in _runs("distributed_edges_once.json")}
     one, two = stage1[10**6, 1], stage1[10**6, 2]
     rank = _runs("rank_memory_1e7.json")[0]["ranks"][0]
     held, counts = rank["held"], rank["counts"]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,6 +36,7 @@ from byzmtl.experiment import prepare, run
 from byzmtl.plots import load_network, save_network
 from byzmtl.results import _write_tables
 from byzmtl.rules import RULES
+from tests.distributed_batch import state_tensors
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -118,7 +120,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
             launched[procs] = pool.submit(distributed.spawn, command, procs)
         everything = {name: c for batch in BATCHES.values() for name, c in batch.items()}
         for name, config in everything.items():
-            _tables(run(config), root / "p1" / name)
+            result = run(config)
+            _tables(result, root / "p1" / name)
+            torch.save(state_tensors(result.state), root / "p1" / f"{name}-state-0.pt")
         for procs, status in launched.items():
             assert status.result(timeout=300) == 0, f"the group of {procs} failed"
     return {procs: root / f"p{procs}" for procs in (1, *BATCHES)}
@@ -164,6 +168,20 @@ def test_ranks_hold_their_agents_only_where_the_attack_and_the_task_allow(
         ), engines
         partitioned = {engines[name] for name in set(engines) - whole}
         assert partitioned == {"PartitionedSimulation PartOutline"}, engines
+
+
+def test_every_rank_ends_with_the_one_process_state(runs: dict[int, Path]) -> None:
+    """The whole network's final state (models, rule and task states, containment counts),
+    joined from the ranks' parts, on every rank: bit for bit one process's."""
+    for procs, batch in BATCHES.items():
+        for name in batch:
+            expected = torch.load(runs[1] / f"{name}-state-0.pt")
+            for rank in range(procs):
+                state = torch.load(runs[procs] / f"{name}-state-{rank}.pt")
+                assert state.keys() == expected.keys(), (name, rank)
+                for key, value in expected.items():
+                    same = state[key].numpy().tobytes() == value.numpy().tobytes()
+                    assert same and state[key].shape == value.shape, (name, procs, rank, key)
 
 
 def test_the_attack_runs_have_five_shards_and_the_others_fewer() -> None:

@@ -60,7 +60,7 @@ from byzmtl import rng
 from byzmtl.attacks.base import Attack, AttackContext
 from byzmtl.attacks.base import check_hooks as check_attack_hooks
 from byzmtl.engine.containment import count_contained, keep_finite
-from byzmtl.engine.ranks import PeerLost, Ranks, Traffic
+from byzmtl.engine.ranks import Ranks, Traffic, lost_peers
 from byzmtl.engine.sending import Heard, send
 from byzmtl.engine.shards import SHARD_EDGES, make_shards
 from byzmtl.engine.simulation import Round, Simulation, checked_byzantine
@@ -222,8 +222,7 @@ class Halo:
         try:
             dist.all_to_all_single(incoming, outgoing, self.received, self.sent)
         except (RuntimeError, OSError) as error:  # gloo and nccl report lost peers so
-            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise PeerLost(f"rank {self.rank} lost its peers ({first})") from error
+            raise lost_peers(self.rank, error) from error
         traffic.halo_seconds.append(time.perf_counter() - started)
         traffic.halo_sent.append(outgoing.numel() * outgoing.element_size())
         traffic.halo_received.append(incoming.numel() * incoming.element_size())
@@ -428,25 +427,28 @@ class PartitionedSimulation(Simulation):
         )
 
     def whole_state(self, state: SimState) -> SimState:
-        """The whole-graph state, on every rank, as one process holds it: gathered one tensor
-        at a time (so that the gather's buffers hold one tensor's parts, not the state's).
-        Collective."""
+        """The whole-graph state, on every rank, as one process holds it: each tensor joined
+        from the ranks' slices (:meth:`byzmtl.engine.ranks.Ranks.joined`: the whole held once,
+        no gathered copies). Collective."""
+        degrees, world = self.graph.degrees, self.group.world
+        agents = agent_bounds(degrees, world)
+        edges = np.concatenate([[0], np.cumsum(np.add.reduceat(degrees, agents[:-1]))])
 
-        def joined(value: Tensor, dim: int = 0) -> Tensor:
-            return torch.cat(self.group.gathered(_alone(value)), dim).to(self.device)
+        def joined(value: Tensor, dim: int, cuts: np.ndarray) -> Tensor:
+            return self.group.joined(value, dim, cuts.tolist()).to(self.device)
 
         rule_states = [
             RuleState(
-                {key: joined(value) for key, value in rule_state.edges.items()},
-                {key: joined(value) for key, value in rule_state.agents.items()},
+                {key: joined(value, 0, edges) for key, value in rule_state.edges.items()},
+                {key: joined(value, 0, agents) for key, value in rule_state.agents.items()},
             )
             for rule_state in state.rule_states
         ]
-        task_state = {key: joined(value, 1) for key, value in state.task_state.items()}
+        task_state = {key: joined(value, 1, agents) for key, value in state.task_state.items()}
         own = None if state.contained is None else _alone(state.contained)
         counts = [c for c in self.group.gathered(own) if c is not None]
         contained = torch.stack(counts).sum(0).to(self.device) if counts else None
-        models = joined(state.models, 1)
+        models = joined(state.models, 1, agents)
         return SimState(state.iteration, models, rule_states, task_state, contained)
 
     def run(

@@ -41,7 +41,7 @@ from __future__ import annotations
 import io
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -65,6 +65,12 @@ class AgreedFailure(Exception):
     def __init__(self, rank: int, error: BaseException) -> None:
         super().__init__(f"rank {rank}: {error}")
         self.rank, self.error = rank, error
+
+
+def lost_peers(rank: int, error: BaseException) -> PeerLost:
+    """The one-line error of a collective that failed because a peer went away."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    return PeerLost(f"rank {rank} lost its peers ({first})")
 
 
 def owned_range(n_shards: int, rank: int, world: int) -> range:
@@ -194,8 +200,7 @@ class Ranks:
             payloads = [torch.empty(longest, dtype=torch.uint8) for _ in range(self.world)]
             dist.all_gather(payloads, padded)
         except (RuntimeError, OSError) as error:  # gloo and nccl report lost peers so
-            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise PeerLost(f"rank {self.rank} lost its peers ({first})") from error
+            raise lost_peers(self.rank, error) from error
         waited = time.perf_counter()
         del payload, padded
         view.release()
@@ -208,6 +213,29 @@ class Ranks:
         self.traffic.wait_seconds.append(waited - encoded)
         self.traffic.codec_seconds.append((encoded - started) + (decoded - waited))
         return out
+
+    def joined(self, value: Tensor, dim: int, cuts: Sequence[int]) -> Tensor:
+        """The whole CPU tensor of which rank r holds the slice ``cuts[r]:cuts[r + 1]`` along
+        ``dim`` (``value``, here): one broadcast per rank into that rank's slice of the whole,
+        so that the whole is held once (no pickles, no gathered copies). Collective."""
+        import torch.distributed as dist
+
+        own = value.detach().cpu()
+        shape = list(own.shape)
+        shape[dim] = int(cuts[-1])
+        whole = own.new_empty(shape)
+        for rank in range(self.world):
+            piece = whole.narrow(dim, int(cuts[rank]), int(cuts[rank + 1] - cuts[rank]))
+            if rank == self.rank:
+                piece.copy_(own)
+            buffer = piece if piece.is_contiguous() else piece.contiguous()
+            try:
+                dist.broadcast(buffer, src=rank)
+            except (RuntimeError, OSError) as error:  # gloo and nccl report lost peers so
+                raise lost_peers(self.rank, error) from error
+            if buffer is not piece:
+                piece.copy_(buffer)
+        return whole
 
     def collect(self, compute: Callable[[], T], share: Callable[[T], Any]) -> tuple[T, list[Any]]:
         """``compute()`` here and every rank's ``share`` of its value, in one gather that also
