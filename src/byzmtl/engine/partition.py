@@ -24,8 +24,9 @@ value is bit for bit the one-process value.
 Each round's metrics (R, N_r), and the per-receiver sums of its edge weights the recording
 asks for (``weight_sums``: R x 2 x N_r numbers, not R x E_r weights), are gathered in rank
 order (one pickled gather, :meth:`byzmtl.engine.ranks.Ranks.collect`, which also carries any
-rank's failure), so the recording sees the one-process tensors; the whole state is gathered
-only for a checkpoint and at the end (:meth:`PartitionedSimulation.whole_state`). Per round a
+rank's failure), so the recording sees the one-process tensors; the whole state is joined on
+every rank only for a checkpoint and at the end (:meth:`PartitionedSimulation.whole_state`: one
+broadcast per rank into each whole tensor, so that it is held once). Per round a
 rank receives its halo, 8 k R d |H_r| bytes (k = 2 with an attack: psi and w(i-1), else 1), and
 the others' metrics and sums, 8 R (m + 2) (N - N_r) bytes (m metrics).
 
@@ -34,8 +35,8 @@ its own receivers (:func:`built_part`; the geometric builder gives the whole gra
 any range of receivers) as a :class:`~byzmtl.graph_part.GraphPart`; other graphs are built
 whole and cut. The engine holds the part's edges once, in its own numbering (receivers from 0,
 senders as table rows), and keeps only the part's outline. Not partitioned yet: every rank
-builds the whole case study before restricting it (O(N) per-agent data), and gathers the whole
-state at the end.
+builds the whole case study before restricting it (O(N) per-agent data), receives every round's
+metrics of all agents, and holds the whole state at the end (8 R (E + d N) bytes).
 
 A run is partitioned when :func:`can_partition` holds: the task can be restricted
 (:class:`byzmtl.protocols.Restrictable`), the attack is neighbourhood-only (or nobody is
