@@ -88,6 +88,7 @@ def rank_main(args: argparse.Namespace, out: Path) -> None:
     """One rank (or the only process): time every round, read the exchange's counts."""
     from byzmtl import distributed
     from byzmtl.allocator import limit_heap_retention
+    from byzmtl.engine.ranks import Ranks
     from byzmtl.experiment import prepare
 
     limit_heap_retention()
@@ -97,7 +98,11 @@ def rank_main(args: argparse.Namespace, out: Path) -> None:
     if place is not None:
         distributed.join(place, "cpu")
     built = time.perf_counter()
-    experiment = prepare(config(args.case, int(args.agents), args.rounds, args.epochs, world))
+    settings = config(args.case, int(args.agents), args.rounds, args.epochs, world)
+    # agreed, as `byzmtl run` does: one rank's setup error is every rank's, not a lost peer
+    experiment = (
+        prepare(settings) if place is None else Ranks.current().agree(lambda: prepare(settings))
+    )
     setup = time.perf_counter() - built
     setup_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     simulation = experiment.simulation

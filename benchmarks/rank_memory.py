@@ -103,6 +103,7 @@ def rank_main(agents: int, rounds: int, out: Path) -> None:
     from benchmarks.distributed import config
     from byzmtl import distributed
     from byzmtl.allocator import limit_heap_retention
+    from byzmtl.engine.ranks import Ranks
     from byzmtl.experiment import prepare
 
     limit_heap_retention()
@@ -119,7 +120,11 @@ def rank_main(agents: int, rounds: int, out: Path) -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
     step("imports")
-    simulation = prepare(config("tl", agents, rounds, 1, world)).simulation
+    settings = config("tl", agents, rounds, 1, world)
+    if place is None:
+        simulation = prepare(settings).simulation
+    else:  # agreed, as `byzmtl run` does: one rank's setup error is every rank's
+        simulation = Ranks.current().agree(lambda: prepare(settings)).simulation
     step("prepare")
     edges, whole = simulation.edges, simulation.graph.n_agents
     shard_lengths = {shard.n_edges for shard in simulation.shards}
