@@ -215,9 +215,9 @@ class Ranks:
         return out
 
     def joined(self, value: Tensor, dim: int, cuts: Sequence[int]) -> Tensor:
-        """The whole CPU tensor of which rank r holds the slice ``cuts[r]:cuts[r + 1]`` along
-        ``dim`` (``value``, here): one broadcast per rank into that rank's slice of the whole,
-        so that the whole is held once (no pickles, no gathered copies). Collective."""
+        """The whole CPU tensor whose slice ``cuts[r]:cuts[r + 1]`` along ``dim`` rank r holds
+        (this rank: ``value``): one broadcast per rank into its slice of the whole, so that the
+        whole is held once (no pickles, no gathered copies). Collective."""
         import torch.distributed as dist
 
         own = value.detach().cpu()
