@@ -74,6 +74,9 @@ def _sample_configs() -> dict[str, dict[str, Any]]:
     har = {"data_dir": str(HERE / "data" / "har-recreated" / "UCI HAR Dataset"), "epochs": 1}
     return {
         "one-shard": {**_attack_config("constant"), "shard_edges": None},
+        # one rule: no array of a rank's can have the whole graph's number of edges by chance
+        "one-rule": {**_attack_config("constant"), "rules": ["loss"], "shard_edges": 90},
+        "mimic-one-rule": {**_attack_config("mimic"), "rules": ["loss"], "shard_edges": 90},
         "har": {"case": "har", "attackers": 6, "shard_edges": 4 * 40, "task": har},
         "digits": {"case": "digits", "attackers": 2, "shard_edges": 4 * 12, "task": digits},
     }
@@ -162,7 +165,7 @@ def test_ranks_hold_their_agents_only_where_the_attack_and_the_task_allow(
     to a rank's agents."""
     for procs in BATCHES:
         engines = {name: (runs[procs] / name / "engine.txt").read_text() for name in BATCHES[procs]}
-        whole = {"mimic", "har", "digits"}
+        whole = {"mimic", "mimic-one-rule", "har", "digits"}
         assert {name for name, engine in engines.items() if engine == "Simulation Graph"} == (
             whole & set(engines)
         ), engines
@@ -182,6 +185,22 @@ def test_every_rank_ends_with_the_one_process_state(runs: dict[int, Path]) -> No
                 for key, value in expected.items():
                     same = state[key].numpy().tobytes() == value.numpy().tobytes()
                     assert same and state[key].shape == value.shape, (name, procs, rank, key)
+
+
+def test_a_rank_holding_its_agents_holds_nothing_the_size_of_the_whole_graphs_edges(
+    runs: dict[int, Path],
+) -> None:
+    """After a round of a one-rule run (where no per-edge array of a rank's can reach the whole
+    graph's number of edges), a rank holding its own agents holds no array with a dimension of
+    the whole graph's number of edges: its edges, rule states and weights are its receivers'.
+    The control: a run of the first stage (mimic), whose ranks hold the whole graph."""
+    held = {
+        name: [(runs[2] / f"{name}-whole-{rank}.txt").read_text() for rank in range(2)]
+        for name in ("one-rule", "mimic-one-rule")
+    }
+    assert (runs[2] / "one-rule" / "engine.txt").read_text().startswith("PartitionedSimulation")
+    assert held["one-rule"] == ["", ""], held["one-rule"]
+    assert all(held["mimic-one-rule"]), held["mimic-one-rule"]
 
 
 def test_the_attack_runs_have_five_shards_and_the_others_fewer() -> None:
