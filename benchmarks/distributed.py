@@ -84,24 +84,40 @@ def config(case: str, agents: int, rounds: int, epochs: int, procs: int) -> dict
     return {**digits, "procs": procs}
 
 
-def rank_main(args: argparse.Namespace, out: Path) -> None:
-    """One rank (or the only process): time every round, read the exchange's counts."""
+def started_rank() -> tuple[Any, int]:
+    """This process as a benchmark's rank (or only process) runs: glibc's heap retention as the
+    command line sets it, one torch thread, the group joined where the launcher set its
+    variables. Returns the place in the group (None alone) and the group's size."""
     from byzmtl import distributed
     from byzmtl.allocator import limit_heap_retention
-    from byzmtl.engine.ranks import Ranks
-    from byzmtl.experiment import prepare
 
     limit_heap_retention()
     torch.set_num_threads(1)
     place = distributed.environment()
-    world = 1 if place is None else place.world
     if place is not None:
         distributed.join(place, "cpu")
+    return place, 1 if place is None else place.world
+
+
+def agreed_prepare(settings: dict[str, Any], place: Any) -> Any:
+    """``prepare(settings)``, agreed over the ranks as ``byzmtl run`` agrees it: one rank's
+    setup error is every rank's, not a lost peer."""
+    from byzmtl.engine.ranks import Ranks
+    from byzmtl.experiment import prepare
+
+    if place is None:
+        return prepare(settings)
+    return Ranks.current().agree(lambda: prepare(settings))
+
+
+def rank_main(args: argparse.Namespace, out: Path) -> None:
+    """One rank (or the only process): time every round, read the exchange's counts."""
+    from byzmtl import distributed
+
+    place, world = started_rank()
     built = time.perf_counter()
-    settings = config(args.case, int(args.agents), args.rounds, args.epochs, world)
-    # agreed, as `byzmtl run` does: one rank's setup error is every rank's, not a lost peer
-    experiment = (
-        prepare(settings) if place is None else Ranks.current().agree(lambda: prepare(settings))
+    experiment = agreed_prepare(
+        config(args.case, int(args.agents), args.rounds, args.epochs, world), place
     )
     setup = time.perf_counter() - built
     setup_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9

@@ -100,18 +100,10 @@ def census(classes: dict[str, tuple[int, set[int]]]) -> dict[str, Any]:
 
 def rank_main(agents: int, rounds: int, out: Path) -> None:
     """One rank (or the only process): the steps' memory and the census, written to ``out``."""
-    from benchmarks.distributed import config
+    from benchmarks.distributed import agreed_prepare, config, started_rank
     from byzmtl import distributed
-    from byzmtl.allocator import limit_heap_retention
-    from byzmtl.engine.ranks import Ranks
-    from byzmtl.experiment import prepare
 
-    limit_heap_retention()
-    torch.set_num_threads(1)
-    place = distributed.environment()
-    world = 1 if place is None else place.world
-    if place is not None:
-        distributed.join(place, "cpu")
+    place, world = started_rank()
     steps: list[dict[str, Any]] = []
 
     def step(name: str) -> None:
@@ -120,11 +112,7 @@ def rank_main(agents: int, rounds: int, out: Path) -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
     step("imports")
-    settings = config("tl", agents, rounds, 1, world)
-    if place is None:
-        simulation = prepare(settings).simulation
-    else:  # agreed, as `byzmtl run` does: one rank's setup error is every rank's
-        simulation = Ranks.current().agree(lambda: prepare(settings)).simulation
+    simulation = agreed_prepare(config("tl", agents, rounds, 1, world), place).simulation
     step("prepare")
     edges, whole = simulation.edges, simulation.graph.n_agents
     shard_lengths = {shard.n_edges for shard in simulation.shards}
