@@ -46,6 +46,7 @@ TABLES = ("metrics.csv", "diagnostics.csv")
 TIMINGS = ("wall_seconds", "compute_seconds")
 AGENTS, ROUNDS = 40, 6
 SHARD_EDGES_PER_RULE = 90  # about 400 edges: five shards
+MIMICKED = 39  # an honest agent of the last rank (the attackers: 8, 10, 11, 15, 18, 19, 24, 36)
 
 
 def _attack_config(attack: str) -> dict[str, Any]:
@@ -76,7 +77,14 @@ def _sample_configs() -> dict[str, dict[str, Any]]:
         "one-shard": {**_attack_config("constant"), "shard_edges": None},
         # one rule: no array of a rank's can have the whole graph's number of edges by chance
         "one-rule": {**_attack_config("constant"), "rules": ["loss"], "shard_edges": 90},
-        "mimic-one-rule": {**_attack_config("mimic"), "rules": ["loss"], "shard_edges": 90},
+        "complete-one-rule": {  # dense: its ranks hold the whole network (the first stage)
+            **_attack_config("constant"),
+            "rules": ["loss"],
+            "shard_edges": 90,
+            "graph": {"kind": "complete"},
+        },
+        # the copied agent is rank 1's, and every rank's receivers hear it
+        "mimic-far": {**_attack_config("mimic"), "attack_params": {"agent": MIMICKED}},
         "har": {"case": "har", "attackers": 6, "shard_edges": 4 * 40, "task": har},
         "digits": {"case": "digits", "attackers": 2, "shard_edges": 4 * 12, "task": digits},
     }
@@ -160,12 +168,12 @@ def test_ranks_hold_their_agents_only_where_the_attack_and_the_task_allow(
     runs: dict[int, Path],
 ) -> None:
     """Partitioned (byzmtl.engine.partition), each rank building its part of the geometric
-    graph only and keeping the part's outline once its engine holds the edges, unless the
-    attack reads agents beyond the receivers' neighbourhoods (mimic) or the task cannot be cut
+    graph only and keeping the part's outline once its engine holds the edges (mimic's
+    copied agent on every rank's table), unless the graph is dense or the task cannot be cut
     to a rank's agents."""
     for procs in BATCHES:
         engines = {name: (runs[procs] / name / "engine.txt").read_text() for name in BATCHES[procs]}
-        whole = {"mimic", "mimic-one-rule", "har", "digits"}
+        whole = {"complete-one-rule", "har", "digits"}
         assert {name for name, engine in engines.items() if engine == "Simulation Graph"} == (
             whole & set(engines)
         ), engines
@@ -193,14 +201,14 @@ def test_a_rank_holding_its_agents_holds_nothing_the_size_of_the_whole_graphs_ed
     """After a round of a one-rule run (where no per-edge array of a rank's can reach the whole
     graph's number of edges), a rank holding its own agents holds no array with a dimension of
     the whole graph's number of edges: its edges, rule states and weights are its receivers'.
-    The control: a run of the first stage (mimic), whose ranks hold the whole graph."""
+    The control: a run of the first stage (a complete graph), whose ranks hold the whole graph."""
     held = {
         name: [(runs[2] / f"{name}-whole-{rank}.txt").read_text() for rank in range(2)]
-        for name in ("one-rule", "mimic-one-rule")
+        for name in ("one-rule", "complete-one-rule")
     }
     assert (runs[2] / "one-rule" / "engine.txt").read_text().startswith("PartitionedSimulation")
     assert held["one-rule"] == ["", ""], held["one-rule"]
-    assert all(held["mimic-one-rule"]), held["mimic-one-rule"]
+    assert all(held["complete-one-rule"]), held["complete-one-rule"]
 
 
 def test_the_attack_runs_have_five_shards_and_the_others_fewer() -> None:

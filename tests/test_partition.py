@@ -5,6 +5,7 @@ sums. That P ranks give the one-process results is tests/test_distributed.py's."
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ from hypothesis import strategies as st
 
 from byzmtl import graph as graphs
 from byzmtl import graph_part, rng
-from byzmtl.engine.partition import Halo, agent_bounds, can_partition
+from byzmtl.attacks import ATTACKS
+from byzmtl.attacks.base import Attack, AttackInputs
+from byzmtl.engine.partition import Halo, agent_bounds, can_partition, halo_agents
 from byzmtl.graph_part import GraphPart, drawn_edges
 from byzmtl.recording import WeightSums
 from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
@@ -26,16 +29,22 @@ def _graph(n: int, p: float, seed: int) -> graphs.Graph:
     return graphs.erdos_renyi(n, p, seed)
 
 
-@given(st.integers(2, 60), PROBABILITIES, st.integers(0, 50), st.integers(1, 6))
+@given(st.integers(2, 60), PROBABILITIES, st.integers(0, 50), st.integers(1, 6), st.integers(0, 59))
 @settings(max_examples=60, deadline=None)
 def test_ranks_own_contiguous_ranges_and_every_table_holds_what_its_edges_need(
-    n: int, p: float, seed: int, world: int
+    n: int, p: float, seed: int, world: int, copied: int
 ) -> None:
+    """Every rank's table: its agents, its edges' senders and the agent the attack reads
+    beyond their neighbourhoods (mimic's copied agent), increasing; what each rank sends
+    another is what that one receives."""
     graph = _graph(n, p, seed)
     bounds = agent_bounds(graph.degrees, world)
     assert bounds[0] == 0 and bounds[-1] == n and (np.diff(bounds) >= 0).all()
     parts = [GraphPart.of(graph, slice(bounds[r], bounds[r + 1])) for r in range(world)]
-    outside = [part.outside_senders() for part in parts]
+    copied %= n
+    byzantine = np.arange(n) == (copied + 1) % n
+    mimic = ATTACKS.create("mimic", {"agent": copied})
+    outside = [halo_agents(part, mimic, byzantine) for part in parts]
     halos = [Halo.of(parts[r], r, world, outside, torch.device("cpu")) for r in range(world)]
     for r, halo in enumerate(halos):
         assert (halo.agents.start, halo.agents.stop) == (bounds[r], bounds[r + 1])
@@ -43,7 +52,8 @@ def test_ranks_own_contiguous_ranges_and_every_table_holds_what_its_edges_need(
         assert (graph.receivers[halo.edge_range] >= halo.agents.start).all()
         assert (graph.receivers[halo.edge_range] < halo.agents.stop).all()
         assert (np.diff(halo.table) > 0).all()  # increasing: senders keep their order
-        assert set(senders) | set(range(halo.agents.start, halo.agents.stop)) == set(halo.table)
+        own = set(range(halo.agents.start, halo.agents.stop))
+        assert set(senders) | own | {copied} == set(halo.table)
         own_rows = halo.table[halo.own]
         assert (own_rows == np.arange(halo.agents.start, halo.agents.stop)).all()
         for q in range(world):  # what r sends q is what q receives from r
@@ -102,9 +112,17 @@ def test_a_ranks_weight_sums_are_the_whole_graphs_rows(
         assert torch.equal(sums(weights[:, :, edges]), whole[..., part.agents])
 
 
-def test_only_sparse_graphs_of_a_restrictable_task_under_a_local_attack_are_partitioned() -> None:
-    from byzmtl.attacks import ATTACKS
+@dataclass
+class Statistic(Attack):
+    """Sends the mean of every agent's model: it reads the whole network."""
 
+    trains: bool = True
+
+    def messages(self, x: AttackInputs) -> torch.Tensor:
+        return x.psi.mean(1, keepdim=True).expand(-1, len(x.senders), -1)
+
+
+def test_only_sparse_graphs_of_a_restrictable_task_under_a_local_attack_are_partitioned() -> None:
     task = TargetLocalization.from_settings(TargetLocalizationSettings(agents=40), 0)
     sparse, dense = graphs.ring(40, 2), graphs.complete(40)
     constant, mimic = ATTACKS.create("constant", {}), ATTACKS.create("mimic", {})
@@ -112,8 +130,9 @@ def test_only_sparse_graphs_of_a_restrictable_task_under_a_local_attack_are_part
     assert can_partition(task, sparse, constant, some, 2)
     assert not can_partition(task, sparse, constant, some, 1)  # one process
     assert not can_partition(task, dense, constant, some, 2)  # dense shards sum over all
-    assert not can_partition(task, sparse, mimic, some, 2)  # mimic reads one agent for all
-    assert can_partition(task, sparse, mimic, np.array([], dtype=np.int64), 2)  # nobody attacks
+    assert can_partition(task, sparse, mimic, some, 2)  # its copied agent joins every table
+    assert not can_partition(task, sparse, Statistic(), some, 2)  # reads the whole network
+    assert can_partition(task, sparse, Statistic(), np.array([], dtype=np.int64), 2)  # nobody
     assert not can_partition(task, sparse, constant, some, 41)  # a rank without agents
     assert not can_partition(object(), sparse, constant, some, 2)  # type: ignore[arg-type]
 

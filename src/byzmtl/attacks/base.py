@@ -32,15 +32,36 @@ class AttackAssumptionError(ValueError):
 
 @dataclass(eq=False)
 class AttackContext:
-    """What the attackers know that does not change between rounds (they are omniscient)."""
+    """What the attackers know that does not change between rounds (they are omniscient).
+
+    Its N rows are the network's agents, or, in a run of several processes, a rank's table
+    (its agents, their senders and what :meth:`Attack.reads` names): then ``agents`` gives each
+    row's id in the network (increasing) and ``network_size`` the network's number of agents.
+    """
 
     seed: int
     keys: np.ndarray  # (N,) uint64 agent identities (randomness is keyed on them)
-    edges: Neighbourhoods  # the whole graph
+    edges: Neighbourhoods  # the whole graph (a rank's table: the edges into its agents)
     byzantine: Tensor  # (N,) bool
     attack_edges: Tensor  # (B,) long: the edges whose sender is Byzantine
     parameter_sizes: tuple[int, ...] | None = None  # lengths of the model's parameter tensors
+    agents: np.ndarray | None = None  # (N,) each row's network id; None: row k is agent k
+    network_size: int | None = None  # the network's number of agents, when ``agents`` is given
     cache: dict[tuple, Tensor] = field(default_factory=dict)  # round-independent draws
+
+    @property
+    def n_network(self) -> int:
+        """The number of agents in the network (more than the rows on a rank's table)."""
+        return self.edges.n_agents if self.network_size is None else self.network_size
+
+    def row(self, agent: int) -> int:
+        """The row that holds the network's agent ``agent``."""
+        if self.agents is None:
+            return agent
+        row = int(np.searchsorted(self.agents, agent))
+        if row == len(self.agents) or int(self.agents[row]) != agent:
+            raise LookupError(f"agent {agent} is not on this table (Attack.reads names it)")
+        return row
 
     @cached_property
     def byzantine_ids(self) -> Tensor:
@@ -139,9 +160,9 @@ class Attack(ABC):
     name: ClassVar[str]
     trains: bool
     # The message on edge (l, k) depends only on k's neighbourhood (its senders' psi and
-    # w(i-1), k's batch through ``loss_of``, its degree) and on draws keyed on agents: then a
-    # run of several processes holds each rank's agents only (byzmtl.engine.partition).
-    # An attack that reads other agents (``mimic``) or whole-network statistics keeps False.
+    # w(i-1), k's batch through ``loss_of``, its degree), on the agents ``reads`` names and on
+    # draws keyed on agents: then a run of several processes holds each rank's agents only
+    # (byzmtl.engine.partition). An attack that reads whole-network statistics keeps False.
     neighbourhood_only: ClassVar[bool] = False
 
     def check(self, context: AttackContext, task: Any) -> None:  # noqa: B027 - optional hook
@@ -152,6 +173,13 @@ class Attack(ABC):
         """The data every agent takes its local step on this round: the honest ``batch``, unless
         the attack poisons the Byzantine agents' own data (``byzantine``: (N,) bool)."""
         return batch
+
+    def reads(self, byzantine: np.ndarray) -> np.ndarray:
+        """The agents, beyond its receivers' neighbourhoods, whose psi and w(i-1) the messages
+        read (increasing network ids; ``byzantine``: the network's (N,) bool flags); none by
+        default. A run of several processes puts them on every rank's table, where
+        :meth:`AttackContext.row` finds them."""
+        return np.empty(0, dtype=np.int64)
 
     @abstractmethod
     def messages(self, x: AttackInputs) -> Tensor:
@@ -175,7 +203,7 @@ class Attack(ABC):
 
 ATTACKS: Registry[Attack] = Registry("attack")
 
-HOOKS = ("check", "training_batch", "messages", "broadcast", "own_models")
+HOOKS = ("check", "reads", "training_batch", "messages", "broadcast", "own_models")
 
 
 def check_hooks(attack: object) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
+import numpy as np
 import torch
 from annotated_types import Ge, Gt
 from torch import Tensor
@@ -92,18 +93,26 @@ class Mimic(Attack):
 
     agent: Annotated[int, Ge(0)] | None = None
     trains: bool = True
+    neighbourhood_only: ClassVar[bool] = True  # its receivers' neighbourhoods and agent a
+
+    def reads(self, byzantine: np.ndarray) -> np.ndarray:
+        """Agent a: the given one (if it is in the network), or the honest agent of lowest id."""
+        if self.agent is None:
+            return np.flatnonzero(~byzantine)[:1]
+        return np.array([self.agent] if self.agent < len(byzantine) else [], dtype=np.int64)
 
     def mimicked(self, context: AttackContext) -> int:
-        """The honest agent copied."""
+        """The row of the honest agent copied (on a rank's table, which holds a, the honest
+        agent of lowest id is the network's)."""
         if self.agent is not None:
-            return self.agent
+            return context.row(self.agent)
         return int(torch.nonzero(~context.byzantine)[0, 0])
 
     def check(self, context: AttackContext, task: Any) -> None:
-        n = context.edges.n_agents
+        n = context.n_network
         if self.agent is not None and not 0 <= self.agent < n:
             raise AttackAssumptionError(f"mimic: agent {self.agent} is not in [0, {n})")
-        if self.agent is not None and bool(context.byzantine[self.agent]):
+        if self.agent is not None and bool(context.byzantine[context.row(self.agent)]):
             raise AttackAssumptionError(f"mimic: agent {self.agent} is Byzantine, not honest")
 
     def messages(self, x: AttackInputs) -> Tensor:

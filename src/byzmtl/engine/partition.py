@@ -9,15 +9,18 @@ receiver, so a range's incoming edges are one contiguous slice of the edge list)
 
 Rank r holds the models, learner and rule states and data of its agents only, and the edges
 into them. Its *table* is its agents and its *halo* H_r (the senders of those edges owned by
-other ranks), in increasing global id, so that every sender keeps its order. Each round:
+other ranks, and the agents the attack reads beyond its receivers' neighbourhoods,
+:meth:`byzmtl.attacks.Attack.reads`: ``mimic``'s copied agent), in increasing global id, so
+that every sender keeps its order. Each round:
 
     psi_k, k in own           local step of the rank's agents          (task restricted to them)
     psi_h, w_h(i-1), h in H_r  received from their owners               (one all_to_all_single)
     m_lk, s_lk, a_lk, w_k      send, score, weigh and combine the rank's receivers, on the table
 
 The attack sees the table as its network: every attack that runs partitioned
-(``Attack.neighbourhood_only``) computes the message on edge (l, k) from k's neighbourhood, k's
-batch and draws keyed on the agents' identities, which the table holds exactly. Every kernel
+(``Attack.neighbourhood_only``) computes the message on edge (l, k) from k's neighbourhood, the
+agents it reads, k's batch and draws keyed on the agents' identities, which the table holds
+exactly (``AttackContext.agents``: each row's global id). Every kernel
 then runs per receiver on the inputs it has in one process, in the same edge order, so every
 value is bit for bit the one-process value.
 
@@ -179,7 +182,7 @@ class Halo:
         device: torch.device,
     ) -> Halo:
         """Rank ``rank``'s halo from its part and every rank's halo (``halos[q]``: the sorted
-        outside senders of rank q's part, :meth:`GraphPart.outside_senders`)."""
+        agents outside rank q's part that its table needs, :func:`halo_agents`)."""
         bounds = agent_bounds(part.degrees, world)
         first, last = int(bounds[rank]), int(bounds[rank + 1])
         if (part.agents.start, part.agents.stop) != (first, last):
@@ -264,7 +267,7 @@ class PartitionedSimulation(Simulation):
         keys = rng.agent_keys(part.n_agents) if keys is None else np.asarray(keys, np.uint64)
         flags = np.zeros(part.n_agents, dtype=bool)
         flags[ids] = True
-        halos = ranks.gathered(part.outside_senders())
+        halos = ranks.gathered(halo_agents(part, attack, flags))
         self.halo = halo = Halo.of(part, ranks.rank, ranks.world, halos, self.device)
         table, own = halo.table, halo.own
         self.task = task.restricted(np.arange(halo.agents.start, halo.agents.stop))
@@ -312,6 +315,8 @@ class PartitionedSimulation(Simulation):
             torch.as_tensor(table_flags, device=self.device),
             self.attack_edges,
             sizes,
+            agents=table,
+            network_size=part.n_agents,
         )
         ranks.agree(self._check)
         self._own_byzantine = torch.searchsorted(
@@ -462,6 +467,18 @@ class PartitionedSimulation(Simulation):
         whole-graph state; ``on_round`` sees this rank's part. Collective."""
         local = None if state is None else self.local_state(state)  # None: not held here
         return self.whole_state(super().run(local, rounds, on_round))
+
+
+def halo_agents(part: GraphPart, attack: Attack | None, byzantine: np.ndarray) -> np.ndarray:
+    """The agents outside the part that its table needs, sorted: its edges' senders and the
+    agents the attack reads (:meth:`byzmtl.attacks.Attack.reads`; one without the hook fails
+    the attack's checks)."""
+    reads = getattr(attack, "reads", None)
+    if not byzantine.any() or not callable(reads):
+        return part.outside_senders()
+    read = np.asarray(reads(byzantine), dtype=np.int64)
+    inside = (read >= part.agents.start) & (read < part.agents.stop)
+    return np.union1d(part.outside_senders(), read[~inside])
 
 
 def _joined_output(
