@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from byzmtl import graph as graphs
 from byzmtl import graph_part, rng
 from byzmtl.attacks import ATTACKS
-from byzmtl.attacks.base import Attack, AttackInputs
+from byzmtl.attacks.base import Attack, AttackAssumptionError, AttackInputs
 from byzmtl.engine.partition import Halo, agent_bounds, can_partition, halo_agents
 from byzmtl.graph_part import GraphPart, drawn_edges
 from byzmtl.recording import WeightSums
@@ -120,6 +120,25 @@ class Statistic(Attack):
 
     def messages(self, x: AttackInputs) -> torch.Tensor:
         return x.psi.mean(1, keepdim=True).expand(-1, len(x.senders), -1)
+
+
+def test_an_attack_reading_an_agent_outside_the_network_is_a_one_line_error() -> None:
+    graph = graphs.ring(10, 1)
+    part = GraphPart.of(graph, slice(0, 5))
+    byzantine = np.arange(10) == 3
+
+    class Beyond(Statistic):
+        def reads(self, byzantine: np.ndarray) -> np.ndarray:
+            return np.array([2, 10])
+
+    with pytest.raises(
+        AttackAssumptionError, match=r"^Beyond: reads\(\) names agent 10, not in \[0, 10\)$"
+    ):
+        halo_agents(part, Beyond(), byzantine)
+    assert list(halo_agents(part, Statistic(), byzantine)) == [5, 9]  # its edges' senders
+    far, near = (ATTACKS.create("mimic", {"agent": a}) for a in (7, 2))
+    assert list(halo_agents(part, far, byzantine)) == [5, 7, 9]
+    assert list(halo_agents(part, near, byzantine)) == [5, 9]  # its own agent
 
 
 def test_only_sparse_graphs_of_a_restrictable_task_under_a_local_attack_are_partitioned() -> None:

@@ -61,7 +61,7 @@ import torch
 from torch import Tensor
 
 from byzmtl import rng
-from byzmtl.attacks.base import Attack, AttackContext
+from byzmtl.attacks.base import Attack, AttackAssumptionError, AttackContext
 from byzmtl.attacks.base import check_hooks as check_attack_hooks
 from byzmtl.engine.containment import count_contained, keep_finite
 from byzmtl.engine.ranks import Ranks, Traffic, lost_peers
@@ -476,7 +476,13 @@ def halo_agents(part: GraphPart, attack: Attack | None, byzantine: np.ndarray) -
     reads = getattr(attack, "reads", None)
     if not byzantine.any() or not callable(reads):
         return part.outside_senders()
-    read = np.asarray(reads(byzantine), dtype=np.int64)
+    read = np.asarray(reads(byzantine), dtype=np.int64).reshape(-1)
+    wrong = read[(read < 0) | (read >= part.n_agents)]
+    if len(wrong):
+        name = getattr(attack, "name", type(attack).__name__)
+        raise AttackAssumptionError(
+            f"{name}: reads() names agent {wrong[0]}, not in [0, {part.n_agents})"
+        )
     inside = (read >= part.agents.start) & (read < part.agents.stop)
     return np.union1d(part.outside_senders(), read[~inside])
 
