@@ -3,7 +3,6 @@ shapes that occur here (many rows of a few coordinates as well as few rows of ma
 
 from __future__ import annotations
 
-import functools
 import warnings
 import weakref
 
@@ -11,17 +10,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-
-@functools.lru_cache(maxsize=64)
-def _ones(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.ones(size, dtype=dtype, device=device)
+_FEW_COLUMNS = 4
 
 
 def row_dot(a: Tensor, b: Tensor) -> Tensor:
-    """sum_j a[..., j] * b[..., j] (broadcasting). A matrix-vector product: torch's reduction
-    kernels are an order of magnitude slower on a last dimension of 2."""
+    """sum_j a[..., j] * b[..., j] (broadcasting), summed in an order fixed by the shape alone.
+
+    Not a matrix-vector product (``(a * b) @ ones``): BLAS matrix-vector kernels sum in an order
+    that depends on where the operands lie in memory, so the same numbers can give different
+    bits in two processes. A few columns are added one by one (torch's reductions are several
+    times slower on a last dimension of 2), more by torch's own reduction."""
     product = a * b
-    return product @ _ones(product.shape[-1], product.dtype, product.device)
+    columns = product.shape[-1]
+    if not 0 < columns <= _FEW_COLUMNS:
+        return product.sum(-1)
+    out = product[..., 0].clone()
+    for j in range(1, columns):
+        out.add_(product[..., j])
+    return out
 
 
 def squared_norm(a: Tensor) -> Tensor:
