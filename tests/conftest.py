@@ -1,4 +1,4 @@
-"""Shared test fixtures: the in-repository data samples, the full datasets, one torch thread; and
+"""Shared test fixtures: the in-repository data samples, the full datasets; one torch thread; and
 the seed of the shuffled test order, printed after the run; hypothesis drawing the same examples
 on every run.
 
@@ -70,16 +70,23 @@ def full_har() -> Path:
     return full_data("har", "UCI HAR Dataset")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_thread():
-    """Run the tests with one torch thread: their small tensors gain nothing from more, and on
-    a busy machine spinning threads make them many times slower."""
+_THREADS = pytest.StashKey[int]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread for every test and every example of the package's docstrings, whatever
+    runs first: their small tensors gain nothing from more, on a busy machine spinning threads
+    make them many times slower, and a result must not depend on which test ran before."""
     import torch
 
-    threads = torch.get_num_threads()
+    config.stash[_THREADS] = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import torch
+
+    torch.set_num_threads(config.stash.get(_THREADS, torch.get_num_threads()))
 
 
 def pytest_terminal_summary(

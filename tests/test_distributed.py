@@ -38,8 +38,6 @@ from byzmtl.results import _write_tables
 from byzmtl.rules import RULES
 from tests.distributed_batch import state_tensors
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
 HERE = Path(__file__).resolve().parent
 BATCH = HERE / "distributed_batch.py"
 TABLES = ("metrics.csv", "diagnostics.csv")

@@ -14,8 +14,6 @@ import pytest
 from byzmtl import distributed
 from tests.traffic_rank import objects
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
 RANK = Path(__file__).resolve().parent / "traffic_rank.py"
 
 

@@ -21,9 +21,6 @@ RESULT_FILES = {"config.toml", "metrics.csv", "summary.json", "figure.png", "net
 SEEDS = range(5)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
 @pytest.fixture
 def har_dir(har_sample: Path) -> str:
     """The in-repository HAR sample: all 30 subjects, six rows each."""

@@ -27,9 +27,6 @@ from tests.neural_reference import Attack, reference_run
 RULE_NAMES = ["loss", "distance", "average", "none"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
 class Case(NeuralCase):
     """A learning case built directly from a model and data (no settings)."""
 

@@ -1,6 +1,7 @@
-"""Kernels whose bits do not depend on where their operands lie in memory: a run's numbers must
-be the same in every process, and two processes place the same tensors at different addresses
-(a long-lived process serves them from its heap, a fresh one from new pages). BLAS
+"""Kernels whose bits depend on nothing but their operands' values: not on where they lie in
+memory (two processes place the same tensors at different addresses: a long-lived process
+serves them from its heap, a fresh one from new pages), nor on the threads or the other rows of
+a batch (a shard holds other rows than one process's whole tensor). BLAS
 matrix-vector kernels (torch's mv, and a matrix product with one row or column) do not qualify:
 measured with torch 2.13.0's MKL on this project's machine, (12, 1000) rows times a vector give
 other bits once the rows start off a 64-byte boundary, and a test process once got other bits
@@ -52,6 +53,29 @@ def test_row_dot_has_the_same_bits_wherever_its_operands_lie(
     exact = (a.double() * b.double()).sum(-1)
     scale = (a.double() * b.double()).abs().sum(-1)
     assert bool(((reference.double() - exact).abs() <= 1e-6 * scale + 1e-30).all())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    columns=st.sampled_from([3, 300, 32768, 32769, 70000]),
+    rows=st.tuples(st.integers(0, 11), st.integers(1, 12)),
+    threads=st.sampled_from([1, 2, 3, 8]),
+)
+def test_a_rows_sum_depends_on_that_row_alone(
+    columns: int, rows: tuple[int, int], threads: int
+) -> None:
+    """Whatever the threads and the other rows: a shard's distances are those of one process
+    (torch splits one long reduction between threads when there are fewer rows than threads)."""
+    a = torch.randn(12, columns, generator=torch.Generator().manual_seed(columns))
+    first, count = rows
+    reference = squared_norm(a)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        part = squared_norm(a[first : first + count].clone())
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(part, reference[first : first + count])
 
 
 _ATEN = torch.ops.aten

@@ -11,23 +11,32 @@ import torch
 from torch import Tensor
 
 _FEW_COLUMNS = 4
+_BLOCK = 1 << 15  # torch's grain size: a reduction of this many values is never split
 
 
 def row_dot(a: Tensor, b: Tensor) -> Tensor:
-    """sum_j a[..., j] * b[..., j] (broadcasting), summed in an order fixed by the shape alone.
+    """sum_j a[..., j] * b[..., j] (broadcasting), each row summed in an order fixed by its
+    length alone: the same bits whatever the threads, the other rows, or where the operands lie.
 
     Not a matrix-vector product (``(a * b) @ ones``): BLAS matrix-vector kernels sum in an order
-    that depends on where the operands lie in memory, so the same numbers can give different
-    bits in two processes. A few columns are added one by one (torch's reductions are several
-    times slower on a last dimension of 2), more by torch's own reduction."""
+    that depends on the operands' alignment. A few columns are added one by one (torch's
+    reductions are several times slower on a last dimension of 2); longer rows by torch's
+    reduction in blocks of 2^15 values, then over the blocks, because torch splits a longer
+    reduction between threads when a tensor has fewer rows than threads."""
     product = a * b
     columns = product.shape[-1]
-    if not 0 < columns <= _FEW_COLUMNS:
+    if 0 < columns <= _FEW_COLUMNS:
+        first, *rest = product.unbind(-1)
+        if not rest:
+            return first
+        out = first + rest[0]
+        for column in rest[1:]:
+            out.add_(column)
+        return out
+    if columns <= _BLOCK:
         return product.sum(-1)
-    out = product[..., 0].clone()
-    for j in range(1, columns):
-        out.add_(product[..., j])
-    return out
+    blocks = [product[..., j : j + _BLOCK].sum(-1) for j in range(0, columns, _BLOCK)]
+    return torch.stack(blocks, -1).sum(-1)
 
 
 def squared_norm(a: Tensor) -> Tensor:
