@@ -3,10 +3,12 @@ refused destinations, figures that cannot be drawn, strict JSON (see byzmtl.resu
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -280,6 +282,41 @@ def test_a_figure_that_cannot_be_drawn_is_left_out_with_a_warning(
     names = {p.name for p in out.iterdir()}
     assert {"config.toml", "metrics.csv", "diagnostics.csv", "network.png"} <= names
     assert "figure.png" not in names
+
+
+def _fills_the_disk(result: Any, folder: Path) -> None:
+    """Writing a run's tables on a disk that fills after the first file."""
+    (folder / "config.toml").write_text(result.config.to_toml())
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_full_disk_is_one_line_and_leaves_the_destination_as_it_was(
+    tmp_path: Path, monkeypatch, capsys, reference: Path, overwrite: bool
+) -> None:
+    out = tmp_path / "run"
+    if overwrite:  # an earlier run there, which must survive the failed write
+        shutil.copytree(reference, out)
+    before = tree(tmp_path)
+
+    monkeypatch.setattr("byzmtl.results._write_tables", _fills_the_disk)
+    assert main(["run", *SMALL, "--out", str(out), *["--overwrite"] * overwrite]) == 2
+    error = capsys.readouterr().err
+    assert error == f"byzmtl: error: out: cannot write {out}: No space left on device\n"
+    assert tree(tmp_path) == before  # no staging folder left, the earlier run untouched
+
+
+def test_a_checkpointed_run_that_cannot_be_written_resumes_to_the_same_tables(
+    tmp_path: Path, monkeypatch, reference: Path
+) -> None:
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr("byzmtl.results._write_tables", _fills_the_disk)
+        assert main(["run", *SMALL, "--checkpoint-every", "7", "--out", str(out)]) == 2
+    assert (out / "checkpoint" / "manifest.json").is_file()  # round 14's, kept
+    assert main(["run", "--resume", str(out), "--quiet", "--no-progress"]) == 0
+    for name in ("metrics.csv", "diagnostics.csv"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes()
 
 
 def test_the_diverging_run_of_the_review_keeps_its_tables_in_strict_json(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ Guarantees (the mechanism is :mod:`byzmtl.destination`):
   Default names never collide: a name taken by another run gets a suffix ``-2``, ``-3``, ...
 - A reader never sees a partial run: the folder is assembled under a staging name beside its
   destination, tables first, then the figures, and put in place in one step at the end.
+- A folder that cannot be written (a full disk, say) is a one-line error; the staging folder is
+  removed and the destination left as it was.
 - A figure that cannot be drawn (an attack that drove a metric to zero or infinity, say) is
   left out with a warning (:class:`FigureWarning`, recorded in summary.json); the tables stay.
 - ``overwrite`` replaces only a byzmtl run (a folder with config.toml and a summary.json written
@@ -104,7 +106,9 @@ def write_into(
     result: Result, destination: Destination, figures: FigureProcess | None = None
 ) -> Path:
     """Write ``result`` into a destination claimed for a run (with :data:`RUN`); the figures
-    in ``figures`` (a process started beforehand) where given, else in this process."""
+    in ``figures`` (a process started beforehand) where given, else in this process. A file
+    that cannot be written (a full disk, say) is a one-line :class:`DestinationError`, and the
+    staging folder goes: the destination is as it was."""
     staging = destination.staging()
     try:
         summary = _write_tables(result, staging)
@@ -112,6 +116,10 @@ def write_into(
         if skipped:
             (staging / "summary.json").write_text(strict_json({**summary, "warnings": skipped}))
         destination.commit(staging)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = error.strerror or str(error)
+        raise DestinationError(f"out: cannot write {destination.out}: {reason}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
