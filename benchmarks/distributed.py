@@ -15,7 +15,9 @@ Cases: ``tl`` target localization at the paper's density (at most 10 neighbours)
 10 % attackers (constant attack), float64; ``har`` the full HAR data (``$BYZMTL_DATA/har``), 30
 agents, the four rules in one run, no attackers; ``digits`` configs/digits-demo.toml on the full
 MNIST files (``$BYZMTL_DATA/mnist``), with ``--epochs`` epochs. The engine's default shards, one
-torch thread per process, glibc's mmap threshold fixed as the command line fixes it.
+torch thread per process, glibc's mmap threshold fixed as the command line fixes it. The engine
+alone (``Simulation.run``), or with ``--record`` the whole run as ``byzmtl run`` makes it
+(``byzmtl.run``: the metrics and diagnostics recorded, the summary made; no folder written).
 
 Every measurement starts fresh processes (P = 1 too: one process, no group), so each rank's peak
 resident memory (``ru_maxrss``) is its own run's. Each rank times every round and reads its
@@ -132,7 +134,12 @@ def rank_main(args: argparse.Namespace, out: Path) -> None:
         marks.append(time.perf_counter())
         before_end[:] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9]
 
-    simulation.run(on_round=on_round)
+    if args.record:  # the whole run: recorded as byzmtl run records it
+        from byzmtl.experiment import run
+
+        run(experiment, on_round=on_round)
+    else:
+        simulation.run(on_round=on_round)
     rounds = [b - a for a, b in itertools.pairwise(marks)]
     record: dict[str, Any] = {
         "rank": 0 if place is None else place.rank,
@@ -180,6 +187,7 @@ def measure(args: argparse.Namespace, procs: int) -> dict[str, Any]:
         command = [sys.executable, "-m", "benchmarks.distributed", "--rank-of", folder]
         command += ["--case", args.case, "--agents", str(int(args.agents))]
         command += ["--rounds", str(args.rounds), "--epochs", str(args.epochs)]
+        command += ["--record"] if args.record else []
         started = time.perf_counter()
         if procs == 1:
             alone = {k: v for k, v in os.environ.items() if k not in distributed.GROUP_VARIABLES}
@@ -275,6 +283,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="har, digits: the first a warm-up")
     parser.add_argument("--procs", default="1,2")
     parser.add_argument("--quiet-wait", type=float, default=60.0)
+    parser.add_argument(
+        "--record", action="store_true", help="the whole run (byzmtl.run), not the engine alone"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--rank-of", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

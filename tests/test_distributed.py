@@ -73,8 +73,22 @@ def _sample_configs() -> dict[str, dict[str, Any]]:
     har = {"data_dir": str(HERE / "data" / "har-recreated" / "UCI HAR Dataset"), "epochs": 1}
     return {
         "one-shard": {**_attack_config("constant"), "shard_edges": None},
-        # one rule: no array of a rank's can have the whole graph's number of edges by chance
-        "one-rule": {**_attack_config("constant"), "rules": ["loss"], "shard_edges": 90},
+        # one rule: no array of a rank's can have the whole graph's number of edges by chance;
+        # percentiles: every rank's values of every subset are gathered
+        "one-rule": {
+            **_attack_config("constant"),
+            "rules": ["loss"],
+            "shard_edges": 90,
+            "percentiles": [10, 90],
+        },
+        # more normal agents (63,000) than a block of a mean's fixed-order sum (2^15), cut by
+        # the ranks inside a block: the ranks' pieces of the statistics (byzmtl.split_stats)
+        "many-agents": {
+            "case": "target-localization",
+            "attackers": 7000,
+            "rules": ["loss", "none"],
+            "task": {"agents": 70_000, "iterations": 2},
+        },
         "complete-one-rule": {  # dense: its ranks hold the whole network (the first stage)
             **_attack_config("constant"),
             "rules": ["loss"],

@@ -379,6 +379,83 @@ def checkpoint_period(config: RunConfig, case: CaseStudy) -> int | None:
     return config.checkpoint_every * int(getattr(case, "rounds_per_epoch", 1))
 
 
+def _recording(
+    experiment: Experiment, times: np.ndarray, final_start: int
+) -> tuple[Recorder, Diagnostics]:
+    """The run's recorder and diagnostics. A partitioned run's ranks record their own agents:
+    each round the simulation gathers every rank's pieces of the statistics
+    (``round_summary``), of its metrics and of the per-receiver sums of its edge weights."""
+    case, simulation, config = experiment.case, experiment.simulation, experiment.config
+    loss = case.loss_metric if case.loss_metric in case.metric_names else None
+    if not isinstance(simulation, PartitionedSimulation):
+        graph = experiment.graph
+        assert isinstance(graph, graphs.Graph)
+        recorder = Recorder(
+            case.metric_names,
+            config.rules,
+            experiment.normal,
+            case.groups,
+            case.group_names,
+            simulation.device,
+            config.percentiles,
+            final_start=final_start,
+            higher_is_better=case.higher_is_better,
+        )
+        diagnostics = Diagnostics(
+            graph.receivers,
+            graph.senders,
+            experiment.normal,
+            case.groups,
+            config.rules,
+            loss,
+            simulation.device,
+            time_unit=case.time_unit,
+            record_times=times,
+        )
+        return recorder, diagnostics
+    ranks, own = simulation.ranks, simulation.halo.agents
+    recorder = Recorder(
+        case.metric_names,
+        config.rules,
+        experiment.normal[own],
+        case.groups[own],
+        case.group_names,
+        simulation.device,
+        config.percentiles,
+        final_start=final_start,
+        higher_is_better=case.higher_is_better,
+        ranks=ranks,
+    )
+    diagnostics = Diagnostics(
+        None,
+        None,
+        experiment.normal[own],
+        case.groups[own],
+        config.rules,
+        loss,
+        simulation.device,
+        time_unit=case.time_unit,
+        record_times=times,
+        ranks=ranks,
+    )
+    ids, on_table = simulation.halo.table, simulation.attack_context.edges
+    weight_sums = WeightSums(  # on the engine's edges, in table rows
+        host_copy(on_table.receivers),
+        host_copy(on_table.senders),
+        experiment.normal[ids],
+        case.groups[ids],
+        simulation.halo.own,
+        simulation.device,
+    ).of_round
+
+    def round_summary(metrics: Any, weights: list[Any]) -> tuple[Any, Any]:
+        pieces = None if metrics is None else recorder.pieces(metrics)
+        return pieces, diagnostics.pieces(weight_sums(weights), metrics)
+
+    simulation.round_summary = round_summary
+    return recorder, diagnostics
+
+
 def run(
     config: RunConfig | Mapping[str, Any] | Experiment,
     progress: bool = False,
@@ -418,40 +495,8 @@ def run(
         )
     times = case.time_values()
     window = max(1, round(case.final_fraction * len(times)))
-    recorder = Recorder(
-        case.metric_names,
-        experiment.config.rules,
-        experiment.normal,
-        case.groups,
-        case.group_names,
-        simulation.device,
-        experiment.config.percentiles,
-        final_start=len(times) - window,
-        higher_is_better=case.higher_is_better,
-    )
-    graph = experiment.graph
-    diagnostics = Diagnostics(
-        graph.receivers if isinstance(graph, graphs.Graph) else None,  # ranks: sums only
-        graph.senders if isinstance(graph, graphs.Graph) else None,
-        experiment.normal,
-        case.groups,
-        experiment.config.rules,
-        case.loss_metric if case.loss_metric in case.metric_names else None,
-        simulation.device,
-        time_unit=case.time_unit,
-        record_times=times,
-    )
-    summed = isinstance(simulation, PartitionedSimulation)
-    if isinstance(simulation, PartitionedSimulation):  # on the engine's edges, in table rows
-        ids, on_table = simulation.halo.table, simulation.attack_context.edges
-        simulation.weight_sums = WeightSums(
-            host_copy(on_table.receivers),
-            host_copy(on_table.senders),
-            experiment.normal[ids],
-            case.groups[ids],
-            simulation.halo.own,
-            simulation.device,
-        ).of_round
+    recorder, diagnostics = _recording(experiment, times, len(times) - window)
+    partitioned = isinstance(simulation, PartitionedSimulation)
     earlier = {"wall": 0.0, "compute": 0.0}
     if resume is not None:
         if not 0 <= resume.state.iteration <= case.n_rounds:
@@ -475,18 +520,24 @@ def run(
         leave=False,
     )
 
-    def write_checkpoint(state: SimState, seconds: dict[str, float]) -> None:
+    def write_checkpoint(
+        state: SimState, records: tuple[Any, Any], seconds: dict[str, float]
+    ) -> None:
         if checkpoints is not None:  # none on ranks other than 0
-            records = (recorder.state_dict(), diagnostics.state_dict())
             checkpoints.write(Snapshot(state, *records, seconds), case.n_rounds, config_text)
 
     def record(state: SimState, output: RoundOutput) -> None:
         nonlocal saving
-        if output.metrics is not None:
-            recorder.add(output.metrics)
-        if summed:  # a partitioned run's ranks gather per-receiver sums, not edge weights
-            diagnostics.add_sums(state.iteration - 1, output.sums, output.metrics)
+        if partitioned:  # every rank's pieces of the statistics, gathered
+            assert output.shared is not None
+            if output.metrics is not None:
+                recorder.add_gathered(output.metrics, [shared[0] for shared in output.shared])
+            diagnostics.add_gathered(
+                state.iteration - 1, output.metrics, [shared[1] for shared in output.shared]
+            )
         else:
+            if output.metrics is not None:
+                recorder.add(output.metrics)
             diagnostics.add(state.iteration - 1, output.weights, output.metrics)
         bar.update()
         if on_round is not None:
@@ -497,11 +548,12 @@ def run(
                 "wall": now - started,
                 "compute": earlier["compute"] + now - computing - saving,
             }
+            records = (recorder.state_dict(), diagnostics.state_dict())  # ranks: collective
             if ranks is None:
-                write_checkpoint(state, seconds)
+                write_checkpoint(state, records, seconds)
             else:  # collective: every rank learns whether rank 0's write failed
                 whole = simulation.whole_state(state)  # a partitioned run's ranks hold parts
-                ranks.agree(lambda: write_checkpoint(whole, seconds))
+                ranks.agree(lambda: write_checkpoint(whole, records, seconds))
             saving += time.perf_counter() - now
 
     computing = time.perf_counter()

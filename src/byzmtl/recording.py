@@ -7,6 +7,7 @@ costs a few tensor operations per block rather than per round.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,10 +15,22 @@ import torch
 from torch import Tensor
 
 from byzmtl.names import NO_COOPERATION
+from byzmtl.split_stats import (
+    Piece,
+    combined_max,
+    combined_mean,
+    combined_min,
+    combined_values,
+    extreme,
+    on_host,
+    piece,
+)
 from byzmtl.tables import Table
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from byzmtl.engine.ranks import Ranks
 
 STATISTICS = ("mean", "min", "max")
 
@@ -37,11 +50,63 @@ def _layout(
     return {"metrics": list(metrics), "rules": list(rules), "subsets": list(subsets)}
 
 
+@dataclass(frozen=True, eq=False)
+class Subsets:
+    """The subsets the recording reduces over, "all" normal agents and each task group that
+    has normal agents, as far as one holder of agents (one process, or a partitioned run's
+    rank) holds them: its members of each subset (indices into its agents), their first
+    position in the subset (members numbered in increasing agent id) and the subset's size."""
+
+    names: list[str]
+    members: list[Tensor]
+    starts: list[int]
+    totals: list[int]
+
+    @classmethod
+    def of(
+        cls,
+        normal: np.ndarray,
+        groups: np.ndarray,
+        group_names: Sequence[str],
+        device: torch.device | str = "cpu",
+        ranks: Ranks | None = None,
+    ) -> Subsets:
+        """The subsets of the agents whose ``normal`` flags and ``groups`` are given: the whole
+        network's, or with ``ranks`` this rank's own agents' (ranks hold consecutive ranges;
+        the ranks count their members together: collective)."""
+        masks = [normal, *(normal & (groups == g) for g in range(len(group_names)))]
+        counts = np.array([int(mask.sum()) for mask in masks], dtype=np.int64)
+        every = np.stack([counts] if ranks is None else ranks.gathered(counts))
+        rank = 0 if ranks is None else ranks.rank
+        before, totals = every[:rank].sum(0), every.sum(0)
+        names = ["all", *group_names]
+        kept = [s for s in range(len(masks)) if s == 0 or totals[s]]
+        return cls(
+            [names[s] for s in kept],
+            [torch.as_tensor(np.flatnonzero(masks[s]), device=device) for s in kept],
+            [int(before[s]) for s in kept],
+            [int(totals[s]) for s in kept],
+        )
+
+    def pieces(self, values: Tensor, keep_values: bool = False) -> list[Piece]:
+        """Each subset's :class:`~byzmtl.split_stats.Piece` of (..., n) values of the
+        holder's agents."""
+        return [
+            piece(values.index_select(-1, members), start, total, keep_values)
+            for members, start, total in zip(self.members, self.starts, self.totals, strict=True)
+        ]
+
+
 class Recorder:
     """Collects (R, N) per-agent metrics each recorded round; reduces them over the normal agents
     of every subset ("all" and each task group that has normal agents) to their mean, min, max
     and the ``percentiles`` asked for. From record ``final_start`` on (the final window), it
-    also sums every agent's own values, for the worst agent's final-window mean (``worst``)."""
+    also sums every agent's own values, for the worst agent's final-window mean (``worst``).
+
+    The means are summed in a fixed order (:mod:`byzmtl.split_stats`). In a partitioned run
+    (``ranks``: ``normal`` and ``groups`` are then the rank's own agents') each rank holds its
+    own agents' values only: every round its :meth:`pieces` are gathered and every rank adds
+    the same statistics (:meth:`add_gathered`), equal bit for bit to one process's."""
 
     def __init__(
         self,
@@ -54,17 +119,15 @@ class Recorder:
         percentiles: Sequence[float] = (),
         final_start: int | None = None,
         higher_is_better: frozenset[str] = frozenset(),
+        ranks: Ranks | None = None,
     ) -> None:
         self.metric_names, self.rule_names = tuple(metric_names), list(rule_names)
         self.statistics = (*STATISTICS, *(percentile_name(p) for p in percentiles))
         self._quantiles = torch.tensor([p / 100 for p in percentiles], dtype=torch.float64)
-        subsets = [("all", np.flatnonzero(normal))]
-        for g, name in enumerate(group_names):
-            members = np.flatnonzero(normal & (groups == g))
-            if len(members):
-                subsets.append((name, members))
-        self.subset_names = [name for name, _ in subsets]
-        self._subsets = [torch.as_tensor(m, device=device) for _, m in subsets]
+        self._held = Subsets.of(normal, groups, group_names, device, ranks)
+        self.subset_names = self._held.names
+        self._ranks = ranks
+        self._agent_cuts = _cuts(len(normal), ranks)
         self._buffer: list[dict[str, Tensor]] = []
         self._blocks: list[dict[str, np.ndarray]] = []
         self._count = 0
@@ -73,34 +136,65 @@ class Recorder:
         self._final_records = 0
 
     def add(self, metrics: dict[str, Tensor]) -> None:
-        """Record one round: name -> (R, N) per-agent values."""
+        """Record one round: name -> (R, N) per-agent values (one process)."""
+        if self._ranks is not None:
+            raise ValueError("a partitioned run's recorder adds gathered pieces (add_gathered)")
+        self._add_final(metrics)
+        self._buffer.append(metrics)
+        first = metrics[self.metric_names[0]]
+        if len(self._buffer) * first.numel() >= _BUFFER_VALUES:
+            self._flush()
+
+    def _add_final(self, metrics: dict[str, Tensor]) -> None:
         if self._final_start is not None and self._count >= self._final_start:
             for name in self.metric_names:
                 total = self._final_sums.get(name)
                 self._final_sums[name] = metrics[name].double() + (0 if total is None else total)
             self._final_records += 1
         self._count += 1
-        self._buffer.append(metrics)
-        first = metrics[self.metric_names[0]]
-        if len(self._buffer) * first.numel() >= _BUFFER_VALUES:
-            self._flush()
+
+    def pieces(self, metrics: dict[str, Tensor]) -> dict[str, list[Piece]]:
+        """name -> each subset's piece of one round's (R, N_r) values of this holder's agents
+        (what a partitioned run's ranks gather)."""
+        keep = bool(len(self._quantiles))
+        return {
+            name: [on_host(p) for p in self._held.pieces(metrics[name], keep)]
+            for name in self.metric_names
+        }
+
+    def add_gathered(self, metrics: dict[str, Tensor], gathered: Sequence[Any]) -> None:
+        """Record one round of a partitioned run: this rank's (R, N_r) ``metrics`` and every
+        rank's :meth:`pieces` of them, in rank order."""
+        self._add_final(metrics)
+        block = {}
+        for name in self.metric_names:
+            per_subset = [
+                self._statistics([pieces[name][s] for pieces in gathered])
+                for s in range(len(self.subset_names))
+            ]
+            block[name] = torch.stack(per_subset, 1)[None].double().cpu().numpy()
+        self._blocks.append(block)
 
     def _flush(self) -> None:
         if not self._buffer:
             return
         block: dict[str, np.ndarray] = {}
+        keep = bool(len(self._quantiles))
         for name in self.metric_names:
             values = torch.stack([m[name] for m in self._buffer])  # (K, R, N)
-            stats = []
-            for members in self._subsets:
-                part = values.index_select(2, members)
-                stats.append(torch.stack([part.mean(2), part.amin(2), part.amax(2)], -1))
-                if len(self._quantiles):
-                    q = torch.quantile(part, self._quantiles.to(part.device, part.dtype), 2)
-                    stats[-1] = torch.cat([stats[-1], q.movedim(0, -1)], -1)
+            stats = [self._statistics([p]) for p in self._held.pieces(values, keep)]
             block[name] = torch.stack(stats, 2).double().cpu().numpy()  # (K, R, S, statistics)
         self._blocks.append(block)
         self._buffer = []
+
+    def _statistics(self, pieces: Sequence[Piece]) -> Tensor:
+        """(..., statistics) of one subset from its pieces: mean, min, max, percentiles."""
+        stats = [combined_mean(pieces), combined_min(pieces), combined_max(pieces)]
+        if not len(self._quantiles):
+            return torch.stack(stats, -1)
+        values = combined_values(pieces)
+        q = torch.quantile(values, self._quantiles.to(values.device, values.dtype), -1)
+        return torch.cat([torch.stack(stats, -1), q.movedim(0, -1)], -1)
 
     @property
     def n_records(self) -> int:
@@ -109,7 +203,12 @@ class Recorder:
     def state_dict(self) -> dict[str, Any]:
         """Everything recorded so far, exactly as held (buffered rounds unreduced, so that a
         recorder restored by :meth:`load_state_dict` reduces the same blocks as one that never
-        stopped), as tensors, lists and numbers (for ``torch.save``, ``weights_only`` loading)."""
+        stopped), as tensors, lists and numbers (for ``torch.save``, ``weights_only`` loading);
+        a partitioned run's ranks join their agents' final-window sums (collective)."""
+        final_sums = dict(self._final_sums)
+        if self._ranks is not None:
+            cuts = self._agent_cuts
+            final_sums = {k: self._ranks.joined(v, 1, cuts) for k, v in final_sums.items()}
         return {
             "layout": _layout(self.metric_names, self.rule_names, self.subset_names),
             "statistics": list(self.statistics),
@@ -118,36 +217,49 @@ class Recorder:
             "blocks": [
                 {n: torch.from_numpy(b[n]) for n in self.metric_names} for b in self._blocks
             ],
-            "final_sums": dict(self._final_sums),
+            "final_sums": final_sums,
             "final_records": self._final_records,
         }
 
     def load_state_dict(self, record: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` of a recorder built the same way (ValueError if its
-        metrics, rules, subsets or statistics differ)."""
+        metrics, rules, subsets or statistics differ); a partitioned run's rank keeps its own
+        agents' part."""
         layout = _layout(self.metric_names, self.rule_names, self.subset_names)
         if record["layout"] != layout or record["statistics"] != list(self.statistics):
             raise ValueError("the recorded metrics belong to another run (metrics, rules, groups)")
+        if self._ranks is not None and record["buffer"]:
+            raise ValueError("the recorded metrics belong to a run of one process")
         self._count = int(record["count"])
         self._buffer = list(record["buffer"])
         self._blocks = [{n: b[n].numpy() for n in self.metric_names} for b in record["blocks"]]
-        self._final_sums = dict(record["final_sums"])
+        own = slice(0, None) if self._ranks is None else _own(self._agent_cuts, self._ranks)
+        self._final_sums = {k: v[:, own].clone() for k, v in record["final_sums"].items()}
         self._final_records = int(record["final_records"])
 
     def worst(self) -> dict[str, np.ndarray] | None:
         """name -> (rules, subsets): the final-window mean of the worst normal agent of each
         subset (the largest, or the smallest for metrics where higher is better); None before
-        the final window."""
+        the final window. Collective in a partitioned run."""
         if not self._final_records:
             return None
         out = {}
         for name, total in self._final_sums.items():
             mean = total / self._final_records  # (R, N)
             pick = torch.amin if name in self._higher else torch.amax
+            held = [
+                pick(mean.index_select(1, members), 1).cpu() if members.numel() else None
+                for members in self._held.members
+            ]
+            every = [held] if self._ranks is None else self._ranks.gathered(held)
             out[name] = torch.stack(
-                [pick(mean.index_select(1, members), 1) for members in self._subsets], 1
+                [
+                    extreme([worst[s] for worst in every], pick)
+                    for s in range(len(self.subset_names))
+                ],
+                1,
             )
-        return {name: value.cpu().numpy() for name, value in out.items()}
+        return {name: value.numpy() for name, value in out.items()}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """name -> (records, rules, subsets, statistics): mean, min, max, then percentiles."""
@@ -291,6 +403,7 @@ class Diagnostics:
         device: torch.device | str = "cpu",
         time_unit: str = "iteration",
         record_times: Sequence[float] | np.ndarray | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         self.rule_names = list(rule_names)
         self.time_unit = time_unit
@@ -300,13 +413,17 @@ class Diagnostics:
         self.reference = names.index(NO_COOPERATION) if NO_COOPERATION in names else None
         self.loss_metric = loss_metric if self.reference is not None else None
         self._graph = (receivers, senders, normal, groups, device)  # for the sums, if needed
-        self._sums: WeightSums | None = None  # built on first use: a partitioned run's ranks
-        # give sums (add_sums), and the whole graph's index lists would cost 16 B per edge
-        self._normal = torch.as_tensor(np.flatnonzero(normal), dtype=torch.long, device=device)
+        self._sums: WeightSums | None = None  # built on first use: the whole graph's index
+        # lists would cost 16 B per edge
+        held = Subsets.of(normal, np.zeros(len(normal), np.int64), (), device, ranks)
+        self._normal, self._normal_start = held.members[0], held.starts[0]
+        self._normal_total = held.totals[0]
+        self._ranks = ranks
+        self._normal_cuts = _cuts(len(self._normal), ranks)
         self._n_agents = len(normal)
         self._n_edges = 0 if receivers is None else len(receivers)
         self._weights: list[Sequence[Tensor | None]] = []
-        self._totals: list[Tensor | None] = []  # rounds given as sums (add_sums)
+        self._pending: Tensor | None = None  # a partitioned run: the regret of its last pieces
         self._recorded: list[int] = []  # rounds at which the task reported metrics
         self._losses: list[tuple[int, Tensor]] = []
         self._rounds: list[np.ndarray] = []  # blocks of (K, R, 4)
@@ -316,27 +433,58 @@ class Diagnostics:
     def add(self, round_index: int, weights: Sequence[Tensor | None], metrics: Any) -> None:
         """Record round ``round_index`` (0-based): one (E,) weight tensor (or None) per rule,
         and the round's metrics (name -> (R, N)) or None. Needs the graph's edges (given
-        None, the diagnostics take sums only: :meth:`add_sums`)."""
+        None, the diagnostics take a partitioned run's pieces: :meth:`add_gathered`)."""
         if self._graph[0] is None:
-            raise ValueError("these diagnostics were given no edges: record sums (add_sums)")
+            raise ValueError("these diagnostics were given no edges: add gathered pieces")
         self._weights.append(weights)
         self._add_metrics(round_index, metrics)
         if len(self._weights) * len(weights) * self._n_edges >= _BUFFER_VALUES:
             self._flush()
 
-    def add_sums(self, round_index: int, sums: Tensor | None, metrics: Any) -> None:
-        """Record round ``round_index`` from its :class:`WeightSums` of the whole graph,
-        (R, 2, N) or None (no rule has weights), as a partitioned run's ranks gather them:
-        the same records as :meth:`add` of the weights."""
-        self._totals.append(sums)
-        self._add_metrics(round_index, metrics)
-        if len(self._totals) * len(self.rule_names) * 2 * self._n_agents >= _BUFFER_VALUES:
-            self._flush()
+    def pieces(self, sums: Tensor | None, metrics: Any) -> tuple[Any, Any]:
+        """A partitioned run's rank's pieces of one round (what the ranks gather): of its normal
+        agents' :class:`WeightSums` ((R, 2, N_r), None when no rule has weights) and, at a
+        record, of their regret."""
+        weights = None if sums is None else self._normal_pieces(sums.index_select(2, self._normal))
+        self._pending = None
+        loss = self._excess(metrics)
+        if loss is None:
+            return weights, None
+        self._pending = _accumulated(self._regret, loss[None])[-1]
+        return weights, self._normal_pieces(self._pending)
+
+    def add_gathered(self, round_index: int, metrics: Any, gathered: Sequence[Any]) -> None:
+        """Record round ``round_index`` of a partitioned run from every rank's :meth:`pieces`,
+        in rank order (and this rank's metrics): the same records as one process's."""
+        if metrics is not None:
+            self._recorded.append(round_index)
+        weights = [pieces[0] for pieces in gathered]
+        self._rounds.append(self._weight_statistics(None if weights[0] is None else weights, 1))
+        if gathered[0][1] is not None:
+            regret = [pieces[1] for pieces in gathered]
+            stats = torch.stack([combined_mean(regret), combined_max(regret)], -1)[None]
+            self._records.append((np.array([round_index]), stats.double().numpy()))
+            self._regret = self._pending
+
+    def _normal_pieces(self, values: Tensor) -> Piece:
+        return on_host(piece(values, self._normal_start, self._normal_total))
+
+    def _excess(self, metrics: Any) -> Tensor | None:
+        """(..., R, normal agents) L^rule - L^none of the recorded loss, on the host (CUDA has
+        no deterministic cumsum: see byzmtl.determinism); None without it."""
+        if not self._has_loss(metrics):
+            return None
+        assert self.reference is not None  # a loss metric is kept only with a reference
+        loss = metrics[self.loss_metric].index_select(-1, self._normal).cpu()
+        return loss - loss[..., self.reference : self.reference + 1, :]
+
+    def _has_loss(self, metrics: Any) -> bool:
+        return metrics is not None and self.loss_metric is not None and self.loss_metric in metrics
 
     def _add_metrics(self, round_index: int, metrics: Any) -> None:
         if metrics is not None:
             self._recorded.append(round_index)
-        if metrics is not None and self.loss_metric is not None and self.loss_metric in metrics:
+        if self._has_loss(metrics):
             self._losses.append((round_index, metrics[self.loss_metric]))
 
     def _flush(self) -> None:
@@ -347,64 +495,66 @@ class Diagnostics:
                 every = slice(0, self._n_agents)
                 self._sums = WeightSums(receivers, senders, normal, groups, every, device)
             block = stacked_weights(self._weights)
-            sums = None if block is None else self._sums(block)
-            self._rounds.append(self._statistics(sums, len(self._weights)))
+            sums = None if block is None else self._sums(block).index_select(3, self._normal)
+            pieces = None if sums is None else [self._normal_pieces(sums)]
+            self._rounds.append(self._weight_statistics(pieces, len(self._weights)))
             self._weights = []
-        if self._totals:
-            given = [t for t in self._totals if t is not None]
-            sums = torch.stack(given) if len(given) == len(self._totals) else None
-            self._rounds.append(self._statistics(sums, len(self._totals)))
-            self._totals = []
         if self._losses:
             rounds = np.array([r for r, _ in self._losses])
-            # on the host: CUDA has no deterministic cumsum (see byzmtl.determinism)
-            loss = torch.stack([m for _, m in self._losses]).index_select(2, self._normal).cpu()
-            assert self.reference is not None  # losses are kept only with a reference
-            excess = (loss - loss[:, self.reference : self.reference + 1]).cumsum(0)
-            if self._regret is not None:
-                excess += self._regret
+            excess = self._excess({self.loss_metric: torch.stack([m for _, m in self._losses])})
+            assert excess is not None
+            excess = _accumulated(self._regret, excess)
             self._regret = excess[-1]
-            stats = torch.stack([excess.mean(2), excess.amax(2)], -1)
+            regret = [self._normal_pieces(excess)]
+            stats = torch.stack([combined_mean(regret), combined_max(regret)], -1)
             self._records.append((rounds, stats.double().numpy()))
             self._losses = []
 
-    def _statistics(self, sums: Tensor | None, rounds: int) -> np.ndarray:
-        """(K, R, 4) byzantine mean, max, own-task mean, min over normal agents, from K rounds
-        of (K, R, 2, N) :class:`WeightSums` (None: no rule has weights)."""
-        if sums is None:
+    def _weight_statistics(self, pieces: Sequence[Piece] | None, rounds: int) -> np.ndarray:
+        """(K, R, 4) byzantine mean, max, own-task mean, min over normal agents, from the pieces
+        of K rounds of (K, R, 2, normal agents) :class:`WeightSums` (None: no rule has
+        weights)."""
+        if pieces is None:
             return np.full((rounds, len(self.rule_names), 4), np.nan)
-        normal = sums.index_select(3, self._normal)
-        byzantine, own = normal[:, :, 0].contiguous(), normal[:, :, 1].contiguous()
-        stats = [byzantine.mean(2), byzantine.amax(2), own.mean(2), own.amin(2)]
-        return torch.stack(stats, -1).double().cpu().numpy()
+        mean, low, high = combined_mean(pieces), combined_min(pieces), combined_max(pieces)
+        stats = [mean[..., 0], high[..., 0], mean[..., 1], low[..., 1]]
+        return torch.stack(stats, -1).reshape(rounds, -1, 4).double().cpu().numpy()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything recorded so far, exactly as held (buffered rounds unreduced, the regret
-        carried so far), as tensors, lists and numbers; see :meth:`load_state_dict`."""
+        carried so far), as tensors, lists and numbers; see :meth:`load_state_dict`. A
+        partitioned run's ranks join their agents' regret (collective)."""
+        regret = self._regret
+        if self._ranks is not None and regret is not None:
+            regret = self._ranks.joined(regret, 1, self._normal_cuts)
         return {
             "layout": _layout((), self.rule_names, ()),
             "edges": self._n_edges,
             "weights": [list(weights) for weights in self._weights],
-            "totals": list(self._totals),
             "recorded": list(self._recorded),
             "losses": [[r, loss] for r, loss in self._losses],
             "rounds": [torch.from_numpy(block) for block in self._rounds],
             "records": [[torch.from_numpy(r), torch.from_numpy(v)] for r, v in self._records],
-            "regret": self._regret,
+            "regret": regret,
         }
 
     def load_state_dict(self, record: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` of diagnostics built the same way (ValueError if
-        the rules or the number of edges differ)."""
+        the rules or the number of edges differ); a partitioned run's rank keeps its own normal
+        agents' regret."""
         if record["layout"] != _layout((), self.rule_names, ()) or record["edges"] != self._n_edges:
             raise ValueError("the recorded diagnostics belong to another run (rules, edges)")
+        if self._ranks is not None and (record["weights"] or record["losses"]):
+            raise ValueError("the recorded diagnostics belong to a run of one process")
         self._weights = [list(weights) for weights in record["weights"]]
-        self._totals = list(record.get("totals", []))
         self._recorded = [int(r) for r in record["recorded"]]
         self._losses = [(int(r), loss) for r, loss in record["losses"]]
         self._rounds = [block.numpy() for block in record["rounds"]]
         self._records = [(r.numpy(), v.numpy()) for r, v in record["records"]]
-        self._regret = record["regret"]
+        regret = record["regret"]
+        if self._ranks is not None and regret is not None:
+            regret = regret[:, _own(self._normal_cuts, self._ranks)].clone()
+        self._regret = regret
 
     def table(self) -> pd.DataFrame:
         """Long table: one row per (rule, round) with the round (from 1; see the class docstring
@@ -502,3 +652,22 @@ def _mean(values: np.ndarray) -> float:
     if not count:
         return float("nan")
     return float(np.where(missing, 0.0, values).sum() / count)
+
+
+def _cuts(held: int, ranks: Ranks | None) -> list[int]:
+    """[0, n_0, n_0 + n_1, ...]: where each rank's ``held`` things start in the whole."""
+    counts = [held] if ranks is None else ranks.gathered(held)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
+
+
+def _own(cuts: list[int], ranks: Ranks) -> slice:
+    return slice(cuts[ranks.rank], cuts[ranks.rank + 1])
+
+
+def _accumulated(carry: Tensor | None, rows: Tensor) -> Tensor:
+    """(K, ...) running sums of ``rows`` after ``carry``: carry + r_0, (carry + r_0) + r_1, ...,
+    added one row at a time (torch's cumsum, the carry its first row), so that the sums do not
+    depend on the blocks of rows they are given in."""
+    if carry is None:
+        return rows.cumsum(0)
+    return torch.cat([carry[None].to(rows.device, rows.dtype), rows]).cumsum(0)[1:]

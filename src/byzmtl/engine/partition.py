@@ -24,22 +24,25 @@ exactly (``AttackContext.agents``: each row's global id). Every kernel
 then runs per receiver on the inputs it has in one process, in the same edge order, so every
 value is bit for bit the one-process value.
 
-Each round's metrics (R, N_r), and the per-receiver sums of its edge weights the recording
-asks for (``weight_sums``: R x 2 x N_r numbers, not R x E_r weights), are gathered in rank
-order (one pickled gather, :meth:`byzmtl.engine.ranks.Ranks.collect`, which also carries any
-rank's failure), so the recording sees the one-process tensors; the whole state is joined on
-every rank only for a checkpoint and at the end (:meth:`PartitionedSimulation.whole_state`: one
-broadcast per rank into each whole tensor, so that it is held once). Per round a
-rank receives its halo, 8 k R d |H_r| bytes (k = 2 with an attack: psi and w(i-1), else 1), and
-the others' metrics and sums, 8 R (m + 2) (N - N_r) bytes (m metrics).
+Each round's metrics (R, N_r) and per-receiver sums of the rank's edge weights stay on the
+rank: the recording reduces them to the pieces of its statistics (``round_summary``: sums of
+whole blocks of agents, the values of at most two partial blocks per statistic, min and max;
+:mod:`byzmtl.split_stats`), and those are gathered in rank order (one pickled gather,
+:meth:`byzmtl.engine.ranks.Ranks.collect`, which also carries any rank's failure), so that every
+rank records the one-process statistics bit for bit. The whole state is joined on every rank
+only for a checkpoint and at the end (:meth:`PartitionedSimulation.whole_state`: one broadcast
+per rank into each whole tensor, so that it is held once). Per round a rank receives its halo,
+8 k R d |H_r| bytes (k = 2 with an attack: psi and w(i-1), else 1), and the others' pieces, at
+most about 16 B R S m 2^15 bytes from each rank (S subsets, m metrics and diagnostics),
+whatever the network's size (all its values where percentiles are asked for).
 
 A geometric graph is never built whole in a partitioned run: each rank builds the edges into
 its own receivers (:func:`built_part`; the geometric builder gives the whole graph's edges for
 any range of receivers) as a :class:`~byzmtl.graph_part.GraphPart`; other graphs are built
 whole and cut. The engine holds the part's edges once, in its own numbering (receivers from 0,
 senders as table rows), and keeps only the part's outline. Not partitioned yet: every rank
-builds the whole case study before restricting it (O(N) per-agent data), receives every round's
-metrics of all agents, and holds the whole state at the end (8 R (E + d N) bytes).
+builds the whole case study before restricting it (O(N) per-agent data) and holds the whole
+state at the end (8 R (E + d N) bytes).
 
 A run is partitioned when :func:`can_partition` holds: the task can be restricted
 (:class:`byzmtl.protocols.Restrictable`), the attack is neighbourhood-only (or nobody is
@@ -261,8 +264,9 @@ class PartitionedSimulation(Simulation):
         self.rules, self.attack = list(rules), attack
         self.ranks, self.group = ranks, ranks  # ``group``: the same, never None
         # set (by the run's recording): each round's output carries, gathered in rank order,
-        # what it returns for the rank's weights, (R, k, N_r) per-receiver sums
-        self.weight_sums: Callable[[list[Tensor | None]], Tensor | None] | None = None
+        # what it returns for the rank's metrics and weights (small: the pieces of the
+        # statistics, byzmtl.split_stats)
+        self.round_summary: Callable[[Any, list[Tensor | None]], Any] | None = None
         self.seed, self.dtype, self.device = seed, dtype, torch.device(device)
         keys = rng.agent_keys(part.n_agents) if keys is None else np.asarray(keys, np.uint64)
         flags = np.zeros(part.n_agents, dtype=bool)
@@ -271,7 +275,7 @@ class PartitionedSimulation(Simulation):
         self.halo = halo = Halo.of(part, ranks.rank, ranks.world, halos, self.device)
         table, own = halo.table, halo.own
         self.task = task.restricted(np.arange(halo.agents.start, halo.agents.stop))
-        self.keys = keys[halo.agents]
+        self.keys = keys[halo.agents].copy()  # not a view: the whole is not kept
         self.n_total = part.n_agents
         senders = np.searchsorted(table, part.senders)
         receivers = part.receivers - halo.agents.start
@@ -370,14 +374,12 @@ class PartitionedSimulation(Simulation):
             next_state = SimState(i + 1, new, rule_states, task_state, contained)
             return next_state, RoundOutput(metrics, weights)
 
-        def share(value: tuple[SimState, RoundOutput]) -> tuple[Any, Tensor | None]:
-            metrics, weights = value[1].metrics, value[1].weights
-            sums = None if self.weight_sums is None else self.weight_sums(weights)
-            cpu = None if metrics is None else {k: v.cpu() for k, v in metrics.items()}
-            return cpu, None if sums is None else sums.cpu()
+        def share(value: tuple[SimState, RoundOutput]) -> Any:
+            summary = self.round_summary
+            return None if summary is None else summary(value[1].metrics, value[1].weights)
 
         (next_state, output), shared = self.group.collect(rest, share)
-        return next_state, _joined_output(shared, output.weights, self.device)
+        return next_state, RoundOutput(output.metrics, output.weights, shared)
 
     def _tables(self, previous: Tensor, psi: Tensor) -> tuple[Tensor, Tensor]:
         """(R, T, d) w(i-1) and psi of the table's agents: the rank's own, and the halo's from
@@ -485,20 +487,6 @@ def halo_agents(part: GraphPart, attack: Attack | None, byzantine: np.ndarray) -
         )
     inside = (read >= part.agents.start) & (read < part.agents.stop)
     return np.union1d(part.outside_senders(), read[~inside])
-
-
-def _joined_output(
-    shared: list[Any], weights: list[Tensor | None], device: torch.device
-) -> RoundOutput:
-    """The round's output from the ranks' metrics and weight sums, joined in rank order, and
-    this rank's ``weights``."""
-    metrics = None
-    if shared[0][0] is not None:
-        metrics = {k: torch.cat([m[k] for m, _ in shared], 1).to(device) for k in shared[0][0]}
-    sums = None
-    if shared[0][1] is not None:
-        sums = torch.cat([part for _, part in shared], 2).to(device)
-    return RoundOutput(metrics, weights, sums)
 
 
 def _copied(state: RuleState) -> RuleState:

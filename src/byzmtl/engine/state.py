@@ -52,7 +52,8 @@ class SimState:
 class RoundOutput:
     """What one round produced besides the new state (for recording)."""
 
-    metrics: dict[str, Tensor] | None  # name -> (R, N)
+    metrics: dict[str, Tensor] | None  # name -> (R, N) (a partitioned run: (R, N_r), the
+    #   rank's own agents)
     weights: list[Tensor | None]  # per rule, (E,) edge weights where defined (a partitioned
     #   run: of the rank's edges only)
-    sums: Tensor | None = None  # a partitioned run: (R, 2, N) whole-graph WeightSums, if asked
+    shared: list[Any] | None = None  # a partitioned run: every rank's ``round_summary``
