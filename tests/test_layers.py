@@ -6,7 +6,8 @@ layers, never a component of its own layer or of a higher one (``rules`` and ``a
 import each other; the engine imports neither the case studies nor anything that runs it):
 
     foundations     names, ops, rng, registry, protocols, version, determinism, threads,
-                    tables, datasets/, allocator, scalars, inputs, split_stats
+                    tables, datasets/, allocator, scalars, inputs
+    statistics      split_stats
     graphs          graph
     graph parts     graph_part
     neighbourhoods  neighbourhoods
@@ -59,9 +60,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "allocator",
             "scalars",
             "inputs",
-            "split_stats",
         ),
     ),
+    ("statistics", ("split_stats",)),
     ("graphs", ("graph",)),
     ("graph parts", ("graph_part",)),
     ("neighbourhoods", ("neighbourhoods",)),

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 _FEW_COLUMNS = 4
-_BLOCK = 1 << 15  # torch's grain size: a reduction of this many values is never split
+BLOCK = 1 << 15  # torch's grain size: a reduction of this many values is never split
 
 
 def row_dot(a: Tensor, b: Tensor) -> Tensor:
@@ -33,10 +33,19 @@ def row_dot(a: Tensor, b: Tensor) -> Tensor:
         for column in rest[1:]:
             out.add_(column)
         return out
-    if columns <= _BLOCK:
+    if columns <= BLOCK:
         return product.sum(-1)
-    blocks = [product[..., j : j + _BLOCK].sum(-1) for j in range(0, columns, _BLOCK)]
-    return torch.stack(blocks, -1).sum(-1)
+    return block_sums(product).sum(-1)
+
+
+def block_sums(values: Tensor, block: int = BLOCK) -> Tensor:
+    """(..., ceil(n / B)): s_b = values[..., bB] + ... + values[..., min((b+1)B, n) - 1] for
+    blocks of B = ``block`` of (..., n) ``values``, each by torch's reduction (never split
+    between threads when B <= 2^15)."""
+    n = values.shape[-1]
+    if not n:
+        return values.new_zeros((*values.shape[:-1], 0))
+    return torch.stack([values[..., j : j + block].sum(-1) for j in range(0, n, block)], -1)
 
 
 def squared_norm(a: Tensor) -> Tensor:

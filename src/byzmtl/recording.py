@@ -88,6 +88,13 @@ class Subsets:
             [int(totals[s]) for s in kept],
         )
 
+    @classmethod
+    def normal(
+        cls, normal: np.ndarray, device: torch.device | str = "cpu", ranks: Ranks | None = None
+    ) -> Subsets:
+        """Only the subset "all" of the normal agents (see :meth:`of`)."""
+        return cls.of(normal, np.zeros(len(normal), np.int64), (), device, ranks)
+
     def pieces(self, values: Tensor, keep_values: bool = False) -> list[Piece]:
         """Each subset's :class:`~byzmtl.split_stats.Piece` of (..., n) values of the
         holder's agents."""
@@ -415,7 +422,7 @@ class Diagnostics:
         self._graph = (receivers, senders, normal, groups, device)  # for the sums, if needed
         self._sums: WeightSums | None = None  # built on first use: the whole graph's index
         # lists would cost 16 B per edge
-        held = Subsets.of(normal, np.zeros(len(normal), np.int64), (), device, ranks)
+        held = Subsets.normal(normal, device, ranks)
         self._normal, self._normal_start = held.members[0], held.starts[0]
         self._normal_total = held.totals[0]
         self._ranks = ranks
@@ -445,13 +452,15 @@ class Diagnostics:
         """A partitioned run's rank's pieces of one round (what the ranks gather): of its normal
         agents' :class:`WeightSums` ((R, 2, N_r), None when no rule has weights) and, at a
         record, of their regret."""
-        weights = None if sums is None else self._normal_pieces(sums.index_select(2, self._normal))
+        weights = None
+        if sums is not None:
+            weights = on_host(self._normal_piece(sums.index_select(2, self._normal)))
         self._pending = None
         loss = self._excess(metrics)
         if loss is None:
             return weights, None
         self._pending = _accumulated(self._regret, loss[None])[-1]
-        return weights, self._normal_pieces(self._pending)
+        return weights, self._normal_piece(self._pending)  # on the host already (_excess)
 
     def add_gathered(self, round_index: int, metrics: Any, gathered: Sequence[Any]) -> None:
         """Record round ``round_index`` of a partitioned run from every rank's :meth:`pieces`,
@@ -466,8 +475,9 @@ class Diagnostics:
             self._records.append((np.array([round_index]), stats.double().numpy()))
             self._regret = self._pending
 
-    def _normal_pieces(self, values: Tensor) -> Piece:
-        return on_host(piece(values, self._normal_start, self._normal_total))
+    def _normal_piece(self, values: Tensor) -> Piece:
+        """The piece of (..., normal agents held) ``values``."""
+        return piece(values, self._normal_start, self._normal_total)
 
     def _excess(self, metrics: Any) -> Tensor | None:
         """(..., R, normal agents) L^rule - L^none of the recorded loss, on the host (CUDA has
@@ -496,7 +506,7 @@ class Diagnostics:
                 self._sums = WeightSums(receivers, senders, normal, groups, every, device)
             block = stacked_weights(self._weights)
             sums = None if block is None else self._sums(block).index_select(3, self._normal)
-            pieces = None if sums is None else [self._normal_pieces(sums)]
+            pieces = None if sums is None else [self._normal_piece(sums)]
             self._rounds.append(self._weight_statistics(pieces, len(self._weights)))
             self._weights = []
         if self._losses:
@@ -505,7 +515,7 @@ class Diagnostics:
             assert excess is not None
             excess = _accumulated(self._regret, excess)
             self._regret = excess[-1]
-            regret = [self._normal_pieces(excess)]
+            regret = [self._normal_piece(excess)]
             stats = torch.stack([combined_mean(regret), combined_max(regret)], -1)
             self._records.append((rounds, stats.double().numpy()))
             self._losses = []

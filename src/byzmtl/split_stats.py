@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-BLOCK = 1 << 15  # torch's grain size: a reduction of this many values is never split
+from byzmtl.ops import BLOCK, block_sums  # BLOCK: members per block of the mean
 
 
 def _ceil(a: int, b: int) -> int:
@@ -56,17 +56,13 @@ def piece(values: Tensor, start: int, total: int, keep_values: bool = False) -> 
     high = total if stop == total else stop // BLOCK * BLOCK
     if low >= high:  # no whole block: every value passed on
         low = high = stop
-    sums = [
-        values[..., j - start : min(j + BLOCK, high) - start].sum(-1)
-        for j in range(low, high, BLOCK)
-    ]
     empty = values.shape[-1] == 0
     return Piece(
         start,
         stop,
         total,
         low // BLOCK,
-        torch.stack(sums, -1) if sums else values.new_zeros((*values.shape[:-1], 0)),
+        block_sums(values[..., low - start : high - start], BLOCK),
         _compact(values[..., : low - start]),
         _compact(values[..., high - start :]),
         None if empty else values.amin(-1),
