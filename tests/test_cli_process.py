@@ -252,7 +252,7 @@ def test_a_network_drawn_early_is_the_one_drawn_here(tmp_path: Path, title_right
         claim(tmp_path / "child", False, RUN) as destination,
     ):
         figures.draw_network(
-            experiment.graph, case.groups, case.group_names, experiment.byzantine, title
+            experiment.graph, experiment.groups, case.group_names, experiment.byzantine, title
         )
         assert figures.has_network
         write_into(result, destination, figures)

@@ -284,8 +284,8 @@ def test_command_line_procs_and_two_torchrun_nodes_write_the_one_process_folder(
 
 
 def _drawn(result: Any) -> tuple[Any, ...]:
-    case = result.experiment.case
-    return case.groups, case.group_names, result.experiment.byzantine
+    experiment = result.experiment
+    return experiment.groups, experiment.case.group_names, experiment.byzantine
 
 
 FAILING_ATTACK = """

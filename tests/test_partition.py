@@ -59,9 +59,12 @@ def test_ranks_own_contiguous_ranges_and_every_table_holds_what_its_edges_need(
         for q in range(world):  # what r sends q is what q receives from r
             assert halo.sent[q] == halos[q].received[r]
         assert halo.sent[r] == halo.received[r] == 0
-        outline = parts[r].outline()  # what a rank keeps once its engine holds the edges
+        outline = parts[r].outline(bounds)  # what a rank keeps once its engine holds the edges
         assert outline.n_own_edges == len(parts[r].receivers) == len(senders)
         assert outline.n_edges == graph.n_edges and outline.agents == parts[r].agents
+        assert outline.agent_cuts == tuple(bounds)
+        firsts = np.searchsorted(graph.receivers, bounds)  # each range's first edge
+        assert outline.edge_cuts == tuple(firsts) and halo.edge_range.start == firsts[r]
     assert sum(len(range(n)[h.agents]) for h in halos) == n
 
 
@@ -191,25 +194,33 @@ def test_a_geometric_graph_built_per_range_of_receivers_is_the_whole_graphs_part
 def test_the_network_figure_of_the_ranks_parts_is_the_whole_graphs(
     n: int, p: float, seed: int, world: int, directed: bool
 ) -> None:
-    """Links, their number and whether the graph is directed, reduced from the parts, are the
-    whole graph's (a directed graph: a random half of an undirected one's arcs)."""
+    """Links, their number, whether the graph is directed and the drawn agents' positions,
+    reduced from the parts, are the whole graph's (a directed graph: a random half of an
+    undirected one's arcs; at most 10 agents drawn, so that larger graphs are sampled)."""
     from byzmtl.plots import network_of
 
     graph = _graph(n, p, seed)
+    keep = np.ones(graph.n_edges, bool)
     if directed:
         keep = (graph.receivers == graph.senders) | (
             np.random.default_rng(seed).random(graph.n_edges) < 0.5
         )
-        graph = graphs.Graph(n, graph.receivers[keep], graph.senders[keep])
+    positions = np.random.default_rng(seed).random((n, 2))
+    graph = graphs.Graph(n, graph.receivers[keep], graph.senders[keep], positions)
     bounds = agent_bounds(graph.degrees, world)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(graph_part, "_CHUNK_EDGES", 7)  # edges read in several chunks
+        patch.setattr(graph_part, "MAX_DRAWN_AGENTS", 10)
         pieces = [
             GraphPart.of(graph, slice(a, b)).drawn_piece() for a, b in itertools.pairwise(bounds)
         ]
-    groups, byzantine = np.arange(n) % 3, np.arange(0, n, 7)
-    from_parts = network_of(drawn_edges(n, pieces, None), groups, ["a", "b", "c"], byzantine)
-    whole = network_of(graph, groups, ["a", "b", "c"], byzantine)
+        groups, byzantine = np.arange(n) % 3, np.arange(0, n, 7)
+        drawn = drawn_edges(n, pieces, positions)
+        from_parts = network_of(drawn, groups, ["a", "b", "c"], byzantine)
+        whole = network_of(graph, groups, ["a", "b", "c"], byzantine)
+    assert len(whole.agents) == min(n, 10) and drawn.positions is not None
+    assert len(drawn.positions) == len(whole.agents)  # a rank keeps the drawn agents' only
+    assert np.array_equal(whole.positions, positions[whole.agents])
     for name, value in vars(whole).items():
         assert np.array_equal(getattr(from_parts, name), value), name
     arcs = set(zip(graph.receivers.tolist(), graph.senders.tolist(), strict=True))

@@ -181,7 +181,7 @@ def _draw_network_early(figures: FigureProcess, experiment: Experiment) -> None:
 
     case, title = experiment.case, run_title(identity(experiment))
     figures.draw_network(
-        experiment.drawn, case.groups, case.group_names, experiment.byzantine, title
+        experiment.drawn, experiment.groups, case.group_names, experiment.byzantine, title
     )
 
 

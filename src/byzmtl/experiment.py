@@ -53,7 +53,9 @@ if TYPE_CHECKING:  # imported where used: a run from the command line needs neit
 
 @dataclass
 class Experiment:
-    """Every piece of one run, built and validated."""
+    """Every piece of one run, built and validated. A rank of a partitioned run holds nothing
+    per agent of the whole network but ``groups`` and ``byzantine``: its ``case`` is the case
+    study of its own agents (the engine's task) and its ``graph`` its part's outline."""
 
     config: RunConfig  # resolved: every default filled in
     case: CaseStudy
@@ -65,6 +67,7 @@ class Experiment:
     # what the network figure is drawn from: the graph, or on a partitioned run's rank the
     # edges among the drawn agents, reduced from every rank's part
     drawn: graphs.Graph | DrawnEdges
+    groups: np.ndarray  # (N,) every agent's task group (the whole case study's groups)
     setup_seconds: float = 0.0  # time spent building and validating all of the above
 
     @property
@@ -254,14 +257,20 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
     except (RuleAssumptionError, AttackAssumptionError, AgreedFailure) as error:
         raise _assumption_error(error) from None
     drawn: graphs.Graph | DrawnEdges
+    groups = case.groups
     if isinstance(built, GraphPart):
         assert ranks is not None
         drawn = drawn_edges(built.n_agents, ranks.gathered(built.drawn_piece()), built.positions)
     else:
         drawn = built
     del built  # a rank's engine holds its part's edges; the part goes
+    if isinstance(simulation, PartitionedSimulation) and isinstance(simulation.task, CaseStudy):
+        groups = groups.astype(np.min_scalar_type(max(len(case.group_names) - 1, 0)))
+        case = simulation.task  # its own agents' case study: the whole one's arrays go
     graph = simulation.graph
-    experiment = Experiment(config, case, graph, byzantine, rules, attack, simulation, drawn)
+    experiment = Experiment(
+        config, case, graph, byzantine, rules, attack, simulation, drawn, groups
+    )
     check_built_size(experiment)
     experiment.setup_seconds = time.perf_counter() - started
     return experiment
@@ -394,7 +403,7 @@ def _recording(
             case.metric_names,
             config.rules,
             experiment.normal,
-            case.groups,
+            experiment.groups,
             case.group_names,
             simulation.device,
             config.percentiles,
@@ -405,7 +414,7 @@ def _recording(
             graph.receivers,
             graph.senders,
             experiment.normal,
-            case.groups,
+            experiment.groups,
             config.rules,
             loss,
             simulation.device,
@@ -418,7 +427,7 @@ def _recording(
         case.metric_names,
         config.rules,
         experiment.normal[own],
-        case.groups[own],
+        experiment.groups[own],
         case.group_names,
         simulation.device,
         config.percentiles,
@@ -430,7 +439,7 @@ def _recording(
         None,
         None,
         experiment.normal[own],
-        case.groups[own],
+        experiment.groups[own],
         config.rules,
         loss,
         simulation.device,
@@ -443,7 +452,7 @@ def _recording(
         host_copy(on_table.receivers),
         host_copy(on_table.senders),
         experiment.normal[ids],
-        case.groups[ids],
+        experiment.groups[ids],
         simulation.halo.own,
         simulation.device,
     ).of_round

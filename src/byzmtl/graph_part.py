@@ -90,31 +90,31 @@ class GraphPart:
         outside = (self.senders < self.agents.start) | (self.senders >= self.agents.stop)
         return np.unique(self.senders[outside])
 
-    def outline(self) -> PartOutline:
-        """The part without its edges (what a rank keeps once its engine holds them)."""
-        return PartOutline(self.n_agents, self.agents, self.degrees, self.positions)
+    def outline(self, agent_cuts: Sequence[int] | np.ndarray) -> PartOutline:
+        """The part without its edges (what a rank keeps once its engine holds them), in a
+        graph cut into the ranges of receivers [agent_cuts[q], agent_cuts[q + 1])."""
+        cuts = [int(c) for c in agent_cuts]
+        before = np.concatenate([[0], np.cumsum(self.degrees)])[cuts]  # edges before each cut
+        own = int(self.degrees[self.agents].sum())
+        return PartOutline(self.n_agents, self.agents, own, tuple(cuts), tuple(map(int, before)))
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class PartOutline:
     """What a rank of a partitioned run keeps of its :class:`GraphPart` once its engine holds
     the part's edges in its own numbering (so that the edges are held once): the receivers'
-    range, every agent's degree and the positions."""
+    range and where each rank's agents and edges begin; nothing per agent of the network."""
 
     n_agents: int
     agents: slice
-    degrees: np.ndarray  # (N,) |N_k| of every agent, self included
-    positions: np.ndarray | None = field(default=None, compare=False)
+    n_own_edges: int  # the edges into the range's receivers
+    agent_cuts: tuple[int, ...]  # (P + 1,) rank q's receivers are agent_cuts[q] .. [q + 1] - 1
+    edge_cuts: tuple[int, ...]  # (P + 1,) and the edges into them edge_cuts[q] .. [q + 1] - 1
 
     @property
     def n_edges(self) -> int:
         """The whole graph's number of edges."""
-        return int(self.degrees.sum())
-
-    @property
-    def n_own_edges(self) -> int:
-        """The number of edges into the range's receivers."""
-        return int(self.degrees[self.agents].sum())
+        return self.edge_cuts[-1]
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ class DrawnEdges:
     n_agents: int
     receivers: np.ndarray
     senders: np.ndarray
-    positions: np.ndarray | None
+    positions: np.ndarray | None  # (M, 2) of the drawn agents, ``drawn_agents(n_agents)``
     n_links: int
     directed: bool
 
@@ -193,8 +193,9 @@ def drawn_edges(
     n_agents: int, pieces: Sequence[DrawnPiece], positions: np.ndarray | None
 ) -> DrawnEdges:
     """The whole graph's :class:`DrawnEdges` from every part's piece, in the parts' order
-    (increasing receivers): the graph is directed when a part's inside edge, or an edge
-    between two parts, has no reverse."""
+    (increasing receivers), and every agent's ``positions`` (of which it keeps the drawn
+    agents'): the graph is directed when a part's inside edge, or an edge between two parts,
+    has no reverse."""
     crossing = np.concatenate([np.zeros(0, np.int64), *(p.crossing for p in pieces)])
     reverse = (crossing % n_agents) * n_agents + crossing // n_agents
     directed = any(p.one_way for p in pieces) or not _all_found(reverse, crossing)
@@ -203,7 +204,7 @@ def drawn_edges(
         n_agents,
         np.concatenate([np.zeros(0, np.int64), *(p.receivers for p in pieces)]),
         np.concatenate([np.zeros(0, np.int64), *(p.senders for p in pieces)]),
-        positions,
+        None if positions is None else np.asarray(positions)[drawn_agents(n_agents)],
         n_off if directed else n_off // 2,
         directed,
     )

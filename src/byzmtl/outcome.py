@@ -118,9 +118,10 @@ def summarise(
         rules[rule] = entry
     return {
         **identity(experiment),
-        "agents": case.n_agents,
+        "agents": experiment.graph.n_agents,
         "agent_groups": [
-            case.group_names[g] if g < len(case.group_names) else str(g) for g in case.groups
+            case.group_names[g] if g < len(case.group_names) else str(g)
+            for g in experiment.groups.tolist()
         ],
         "edges": experiment.graph.n_edges,
         "time_unit": case.time_unit,

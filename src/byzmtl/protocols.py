@@ -83,5 +83,6 @@ class Restrictable(Protocol):
     per-agent arithmetic only)."""
 
     def restricted(self, agents: Any) -> Any:
-        """The task of ``agents`` ((n,) int64, sorted) only."""
+        """The task of ``agents`` ((n,) int64, sorted) only; a case study's is the same kind of
+        case study (a partitioned run's rank keeps it in place of the whole one)."""
         ...

@@ -155,7 +155,7 @@ def _draw_figures(result: Result, folder: Path, figures: FigureProcess | None = 
                 save_network_input(
                     inputs,
                     experiment.drawn,
-                    experiment.case.groups,
+                    experiment.groups,
                     experiment.case.group_names,
                     experiment.byzantine,
                 )
@@ -179,7 +179,7 @@ def _draw_figures(result: Result, folder: Path, figures: FigureProcess | None = 
     network = draw_figure(
         folder / "network.npz",
         lambda path: plots.save_network(
-            path, experiment.drawn, case.groups, case.group_names, experiment.byzantine
+            path, experiment.drawn, experiment.groups, case.group_names, experiment.byzantine
         ),
     )
     if network is not None:

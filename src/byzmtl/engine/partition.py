@@ -40,9 +40,12 @@ A geometric graph is never built whole in a partitioned run: each rank builds th
 its own receivers (:func:`built_part`; the geometric builder gives the whole graph's edges for
 any range of receivers) as a :class:`~byzmtl.graph_part.GraphPart`; other graphs are built
 whole and cut. The engine holds the part's edges once, in its own numbering (receivers from 0,
-senders as table rows), and keeps only the part's outline. Not partitioned yet: every rank
-builds the whole case study before restricting it (O(N) per-agent data) and holds the whole
-state at the end (8 R (E + d N) bytes).
+senders as table rows), and keeps only the part's outline (where each rank's agents and
+edges begin). Every rank builds the whole case study and keeps its agents' part (the task
+restricted to them), the run its task groups (``Experiment.groups``, a byte per agent for up to
+256 groups) and its Byzantine ids. Not partitioned yet: the whole case study exists during the
+setup, and every rank holds the whole state at the end and at a checkpoint (8 R (E + d N)
+bytes).
 
 A run is partitioned when :func:`can_partition` holds: the task can be restricted
 (:class:`byzmtl.protocols.Restrictable`), the attack is neighbourhood-only (or nobody is
@@ -73,7 +76,7 @@ from byzmtl.engine.shards import SHARD_EDGES, make_shards
 from byzmtl.engine.simulation import Round, Simulation, checked_byzantine
 from byzmtl.engine.state import RoundOutput, SimState
 from byzmtl.graph import Graph
-from byzmtl.graph_part import GraphPart
+from byzmtl.graph_part import GraphPart, PartOutline
 from byzmtl.neighbourhoods import Neighbourhoods
 from byzmtl.protocols import ParameterTensors, Restrictable, Task
 from byzmtl.rules.base import Rule, RuleState
@@ -260,7 +263,8 @@ class PartitionedSimulation(Simulation):
         if not isinstance(task, Restrictable):
             raise TypeError(f"{type(task).__name__} cannot be restricted to a rank's agents")
         part = own_part(graph, ranks) if isinstance(graph, Graph) else graph
-        self.graph = part.outline()  # the engine's tensors hold the edges
+        self.graph = part.outline(agent_bounds(part.degrees, ranks.world))  # the engine holds
+        # the edges
         self.rules, self.attack = list(rules), attack
         self.ranks, self.group = ranks, ranks  # ``group``: the same, never None
         # set (by the run's recording): each round's output carries, gathered in rank order,
@@ -438,12 +442,11 @@ class PartitionedSimulation(Simulation):
         """The whole-graph state, on every rank, as one process holds it: each tensor joined
         from the ranks' slices (:meth:`byzmtl.engine.ranks.Ranks.joined`: the whole held once,
         no gathered copies). Collective."""
-        degrees, world = self.graph.degrees, self.group.world
-        agents = agent_bounds(degrees, world)
-        edges = np.concatenate([[0], np.cumsum(np.add.reduceat(degrees, agents[:-1]))])
+        assert isinstance(self.graph, PartOutline)
+        agents, edges = self.graph.agent_cuts, self.graph.edge_cuts
 
-        def joined(value: Tensor, dim: int, cuts: np.ndarray) -> Tensor:
-            return self.group.joined(value, dim, cuts.tolist()).to(self.device)
+        def joined(value: Tensor, dim: int, cuts: tuple[int, ...]) -> Tensor:
+            return self.group.joined(value, dim, list(cuts)).to(self.device)
 
         rule_states = [
             RuleState(

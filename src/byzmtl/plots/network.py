@@ -87,7 +87,7 @@ def network_of(
         receivers=receivers,
         senders=senders,
         links_among_drawn=among,
-        positions=None if graph.positions is None else np.asarray(graph.positions)[shown],
+        positions=graph.positions,
     )
 
 
