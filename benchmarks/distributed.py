@@ -126,13 +126,16 @@ def rank_main(args: argparse.Namespace, out: Path) -> None:
     simulation = experiment.simulation
     warm_up = getattr(simulation.task, "rounds_per_epoch", 1)
     ranks = simulation.ranks
-    first = 0 if ranks is None else len(ranks.traffic)
     marks = [time.perf_counter()]
     before_end: list[float] = []
+    exchanges: list[int] = []  # each round's entry of the traffic: the round's gather, the
+    # last before on_round (the recording's own set-up collectives come before the first)
 
     def on_round(state: Any, output: Any) -> None:
         marks.append(time.perf_counter())
         before_end[:] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9]
+        if ranks is not None:
+            exchanges.append(len(ranks.traffic) - 1)
 
     if args.record:  # the whole run: recorded as byzmtl run records it
         from byzmtl.experiment import run
@@ -152,12 +155,12 @@ def rank_main(args: argparse.Namespace, out: Path) -> None:
         "rounds_peak_rss_gb": before_end[0],  # by the end of the last round (before the gather)
     }
     if ranks is not None:  # one gather per round (a partitioned run: one more, its end)
-        traffic, last = ranks.traffic, first + len(rounds)
+        traffic = ranks.traffic
         record["engine"] = type(simulation).__name__
-        record["sent_bytes"] = traffic.sent[first:last]
-        record["received_bytes"] = traffic.received[first:last]
-        record["wait_s"] = traffic.wait_seconds[first:last]
-        record["codec_s"] = traffic.codec_seconds[first:last]
+        record["sent_bytes"] = [traffic.sent[i] for i in exchanges]
+        record["received_bytes"] = [traffic.received[i] for i in exchanges]
+        record["wait_s"] = [traffic.wait_seconds[i] for i in exchanges]
+        record["codec_s"] = [traffic.codec_seconds[i] for i in exchanges]
         record["halo_sent_bytes"] = traffic.halo_sent
         record["halo_received_bytes"] = traffic.halo_received
         record["halo_s"] = traffic.halo_seconds
