@@ -18,6 +18,7 @@ from byzmtl import graph_part, rng
 from byzmtl.attacks import ATTACKS
 from byzmtl.attacks.base import Attack, AttackAssumptionError, AttackInputs
 from byzmtl.engine.partition import Halo, agent_bounds, can_partition, halo_agents
+from byzmtl.experiment import own_case
 from byzmtl.graph_part import GraphPart, drawn_edges
 from byzmtl.recording import WeightSums
 from byzmtl.tasks.target_localization import TargetLocalization, TargetLocalizationSettings
@@ -45,7 +46,8 @@ def test_ranks_own_contiguous_ranges_and_every_table_holds_what_its_edges_need(
     byzantine = np.arange(n) == (copied + 1) % n
     mimic = ATTACKS.create("mimic", {"agent": copied})
     outside = [halo_agents(part, mimic, byzantine) for part in parts]
-    halos = [Halo.of(parts[r], r, world, outside, torch.device("cpu")) for r in range(world)]
+    outlines = [part.outline(bounds) for part in parts]
+    halos = [Halo.of(outlines[r], r, outside, torch.device("cpu")) for r in range(world)]
     for r, halo in enumerate(halos):
         assert (halo.agents.start, halo.agents.stop) == (bounds[r], bounds[r + 1])
         senders = graph.senders[halo.edge_range]
@@ -94,6 +96,15 @@ def test_a_restricted_target_localization_is_the_whole_ones_rows(
             part.edge_losses(psi[:, first:last], receivers, mine),
             whole.edge_losses(psi[:, first:last], receivers + first, full),
         )
+
+
+def test_a_rank_keeps_its_restricted_case_study_and_refuses_anything_else() -> None:
+    whole = TargetLocalization.from_settings(TargetLocalizationSettings(agents=6), 0)
+    part = whole.restricted(np.arange(2, 4))
+    assert own_case(whole, part) is part and part.n_agents == 2
+    message = r"^TargetLocalization\.restricted returned a Task, not a case study$"
+    with pytest.raises(TypeError, match=message):
+        own_case(whole, type("Task", (), {})())
 
 
 @given(st.integers(2, 50), PROBABILITIES, st.integers(0, 50), st.integers(1, 5))

@@ -264,9 +264,9 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
     else:
         drawn = built
     del built  # a rank's engine holds its part's edges; the part goes
-    if isinstance(simulation, PartitionedSimulation) and isinstance(simulation.task, CaseStudy):
+    if isinstance(simulation, PartitionedSimulation):
         groups = groups.astype(np.min_scalar_type(max(len(case.group_names) - 1, 0)))
-        case = simulation.task  # its own agents' case study: the whole one's arrays go
+        case = own_case(case, simulation.task)  # the whole one's arrays go
     graph = simulation.graph
     experiment = Experiment(
         config, case, graph, byzantine, rules, attack, simulation, drawn, groups
@@ -274,6 +274,15 @@ def prepare(config: RunConfig | Mapping[str, Any], graph: nx.Graph | None = None
     check_built_size(experiment)
     experiment.setup_seconds = time.perf_counter() - started
     return experiment
+
+
+def own_case(case: CaseStudy, task: object) -> CaseStudy:
+    """What a partitioned run's rank keeps as its case study: its engine's task, ``case``
+    restricted to the rank's agents, which must be a case study again."""
+    if not isinstance(task, CaseStudy):
+        kind = type(task).__name__
+        raise TypeError(f"{type(case).__name__}.restricted returned a {kind}, not a case study")
+    return task
 
 
 def _assumption_error(error: Exception) -> Exception:

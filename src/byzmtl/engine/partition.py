@@ -181,18 +181,18 @@ class Halo:
     @classmethod
     def of(
         cls,
-        part: GraphPart,
+        outline: PartOutline,
         rank: int,
-        world: int,
         halos: Sequence[np.ndarray],
         device: torch.device,
     ) -> Halo:
-        """Rank ``rank``'s halo from its part and every rank's halo (``halos[q]``: the sorted
-        agents outside rank q's part that its table needs, :func:`halo_agents`)."""
-        bounds = agent_bounds(part.degrees, world)
-        first, last = int(bounds[rank]), int(bounds[rank + 1])
-        if (part.agents.start, part.agents.stop) != (first, last):
-            held = f"{part.agents.start}..{part.agents.stop - 1}"
+        """Rank ``rank``'s halo from its part's outline (the ranks' cuts) and every rank's halo
+        (``halos[q]``: the sorted agents outside rank q's part that its table needs,
+        :func:`halo_agents`)."""
+        bounds, world = np.asarray(outline.agent_cuts), len(outline.agent_cuts) - 1
+        first, last = outline.agent_cuts[rank], outline.agent_cuts[rank + 1]
+        if (outline.agents.start, outline.agents.stop) != (first, last):
+            held = f"{outline.agents.start}..{outline.agents.stop - 1}"
             raise ValueError(f"rank {rank} holds agents {held}, its range is {first}..{last - 1}")
         mine = halos[rank]
         table = np.union1d(np.arange(first, last), mine)
@@ -208,11 +208,10 @@ class Halo:
         def tensor(values: np.ndarray) -> Tensor:
             return torch.as_tensor(values, dtype=torch.long, device=device)
 
-        edges = int(part.degrees[:first].sum())  # the whole graph's edges before the part's
         return cls(
             rank,
             slice(first, last),
-            slice(edges, edges + len(part.receivers)),
+            slice(outline.edge_cuts[rank], outline.edge_cuts[rank + 1]),
             table,
             slice(start, start + last - first),
             tensor(np.searchsorted(table, mine)),
@@ -263,8 +262,8 @@ class PartitionedSimulation(Simulation):
         if not isinstance(task, Restrictable):
             raise TypeError(f"{type(task).__name__} cannot be restricted to a rank's agents")
         part = own_part(graph, ranks) if isinstance(graph, Graph) else graph
-        self.graph = part.outline(agent_bounds(part.degrees, ranks.world))  # the engine holds
-        # the edges
+        outline = part.outline(agent_bounds(part.degrees, ranks.world))
+        self.graph = outline  # the engine holds the edges
         self.rules, self.attack = list(rules), attack
         self.ranks, self.group = ranks, ranks  # ``group``: the same, never None
         # set (by the run's recording): each round's output carries, gathered in rank order,
@@ -276,7 +275,7 @@ class PartitionedSimulation(Simulation):
         flags = np.zeros(part.n_agents, dtype=bool)
         flags[ids] = True
         halos = ranks.gathered(halo_agents(part, attack, flags))
-        self.halo = halo = Halo.of(part, ranks.rank, ranks.world, halos, self.device)
+        self.halo = halo = Halo.of(outline, ranks.rank, halos, self.device)
         table, own = halo.table, halo.own
         self.task = task.restricted(np.arange(halo.agents.start, halo.agents.stop))
         self.keys = keys[halo.agents].copy()  # not a view: the whole is not kept
