@@ -83,7 +83,8 @@ def run_one(name: str, config: dict[str, Any], rank: int, world: int, out: Path)
         graph = type(result.experiment.graph).__name__
         (folder / "engine.txt").write_text(f"{engine} {graph}")
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(state_tensors(result.state), out / f"{name}-state-{rank}.pt")
+    whole = result.experiment.simulation.whole_state(result.state)  # a rank's part: joined
+    torch.save(state_tensors(whole), out / f"{name}-state-{rank}.pt")
     if held is not None:
         (out / f"{name}-whole-{rank}.txt").write_text("\n".join(held))
 

@@ -26,10 +26,10 @@ def _hold() -> None:
     time.sleep(300)
 
 
-def _held_write(self: CheckpointFolder, snapshot: Any, rounds: int, config_text: str) -> None:
+def _held_write(self: CheckpointFolder, *args: Any) -> None:
     if HOLD == 0:
         _hold()
-    _write(self, snapshot, rounds, config_text)
+    _write(self, *args)
     _written[0] += 1
     if _written[0] == HOLD:
         _hold()

@@ -195,6 +195,11 @@ def test_two_processes_killed_after_a_checkpoint_resume_to_the_one_process_run(
         process.wait()
     assert_interrupted_at(out, 14)
     assert read_toml(out / "config.toml")["procs"] == 2
+    manifest = json.loads((out / "checkpoint" / "manifest.json").read_text())
+    assert manifest["files"] == ["rank0-000014.pt", "rank1-000014.pt"]  # partitioned: a part each
+    parts = [torch.load(out / "checkpoint" / name)["state"] for name in manifest["files"]]
+    agents = [part["models"].shape[1] for part in parts]
+    assert sum(agents) == 30 and min(agents) > 0, agents  # each rank's own agents only
     resume(out, tmp_path)
     straight = reference([*TL, *TL_RULES, *shards], tmp_path / "straight", monkeypatch)
     assert_same_run(out, straight, procs=2)
@@ -207,7 +212,7 @@ _write_durably, _written = checkpoints._write_durably, [0]
 
 
 def _failing(path, fill):
-    if path.name.startswith("rank0-"):
+    if path.name.startswith("{failing}-"):
         _written[0] += 1
         if _written[0] == 2:
             raise OSError(28, "No space left on device (a test)")
@@ -218,12 +223,14 @@ checkpoints._write_durably = _failing
 """
 
 
-@pytest.mark.parametrize("procs", [1, 2])
+@pytest.mark.parametrize(("procs", "failing"), [(1, "rank0"), (2, "rank0"), (2, "rank1")])
 def test_a_checkpoint_the_disk_refuses_is_one_line_and_stops_every_rank(
-    tmp_path: Path, procs: int
+    tmp_path: Path, procs: int, failing: str
 ) -> None:
+    """The second checkpoint's file of rank 0, or of rank 1 (written by rank 0) fails: one
+    line, every rank stops, and the first checkpoint stays, whole (a file per rank)."""
     plugin = tmp_path / "failing_write.py"
-    plugin.write_text(FAILING_WRITE)
+    plugin.write_text(FAILING_WRITE.replace("{failing}", failing))
     out = tmp_path / "tl"
     argv = ["run", *TL, "--set", "shard_edges=200", "--checkpoint-every", "7", "--procs",
             str(procs), "--out", str(out), *QUIET, "--plugin", str(plugin)]  # fmt: skip
@@ -237,9 +244,8 @@ def test_a_checkpoint_the_disk_refuses_is_one_line_and_stops_every_rank(
         f"{out}; continue with: byzmtl run --resume {out}"
     ]
     assert_interrupted_at(out, 7)  # the first checkpoint stays: the run can be resumed
-    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
-        "manifest.json", "rank0-000007.pt"
-    ]  # fmt: skip
+    files = [f"rank{rank}-000007.pt" for rank in range(procs)]
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["manifest.json", *files]
 
 
 def test_a_kill_at_any_instant_leaves_a_run_that_resumes_or_is_finished(
@@ -312,8 +318,8 @@ class StoppingFolder(CheckpointFolder):
         super().__init__(path)
         self.after = after
 
-    def write(self, snapshot: Any, rounds: int, config_text: str) -> None:
-        super().write(snapshot, rounds, config_text)
+    def write(self, *args: Any) -> None:
+        super().write(*args)
         if len(self.timings) == self.after:
             raise Stop
 
@@ -376,8 +382,8 @@ def test_ctrl_c_says_where_the_checkpoint_is(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     class Interrupting(CheckpointFolder):
-        def write(self, snapshot: Any, rounds: int, config_text: str) -> None:
-            super().write(snapshot, rounds, config_text)
+        def write(self, *args: Any) -> None:
+            super().write(*args)
             raise KeyboardInterrupt
 
     out = tmp_path / "tl"

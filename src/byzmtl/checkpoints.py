@@ -25,15 +25,20 @@ the containment counters; randomness is keyed by seed, agent and round, so the r
 its whole position), the recorder's and the diagnostics' state (every row so far, rounds not
 yet reduced kept as they are), and the run's timings so far.
 
-Writing checkpoint t: every rank writes its file under a temporary name beside it, fsyncs it and
-renames it to ``rank<p>-<t>.pt`` (a new name: the files of the previous checkpoint are left
-alone); then the manifest naming the new files is written the same way, renamed over the old
-one and the folder fsynced. That rename is the commit: before it the old manifest names the old,
-complete files; after it the new one names the new, complete files. Files no manifest names (the
+One process, and a run of several whose processes each hold the whole state (stage 1,
+:mod:`byzmtl.engine.ranks`), write one file. A partitioned run (:mod:`byzmtl.engine.partition`)
+writes one file per rank, ``rank<p>-<t>.pt`` holding rank p's part of the state (and the same
+records as every other's), ``"ranks": P``; rank 0 writes them all, each rank sending its part in
+turn (so that the results folder need be on rank 0's disk only, and rank 0 holds one other
+part at a time), and a resumed run's rank p reads its own file.
+
+Writing checkpoint t: each file is written under a temporary name beside it, fsynced and renamed
+to ``rank<p>-<t>.pt`` (a new name: the files of the previous checkpoint are left alone); then
+the manifest naming the new files is written the same way, renamed over the old one and the
+folder fsynced. That rename is the commit: before it the old manifest names the old, complete
+files; after it the new one names the new, complete files. Files no manifest names (the
 previous checkpoint's, or those of one killed before its manifest) are deleted after the commit
-and when a run is resumed. With several processes (``ranks`` > 1, not built yet) each rank would
-write its own file and rank 0 the manifest once all of them are written; this version writes and
-reads one rank.
+and when a run is resumed; a write that fails deletes the files it wrote.
 
 A results folder holding ``checkpoint/`` and no ``summary.json`` is an interrupted run
 (:func:`byzmtl.results.is_interrupted_run`); the finished run replaces the whole folder in one
@@ -62,6 +67,7 @@ else:  # pragma: no cover - Python 3.10
 
 from byzmtl.config import ConfigError
 from byzmtl.destination import remove_temporaries, temporary_beside
+from byzmtl.engine.ranks import Ranks
 from byzmtl.engine.state import SimState
 from byzmtl.inputs import fingerprints
 from byzmtl.results import CHECKPOINT_FOLDER
@@ -159,29 +165,52 @@ class CheckpointFolder:
             raise CheckpointError(f"checkpoint: {self.manifest_path} is not a manifest")
         return manifest
 
-    def write(self, snapshot: Snapshot, rounds: int, config_text: str) -> None:
-        """Commit ``snapshot`` as the folder's checkpoint (see the module docstring). A write
-        the system refuses (a full disk, say) is a one-line :class:`CheckpointError` that says
-        which checkpoint stays and how to continue from it."""
+    def write(
+        self, snapshot: Snapshot, rounds: int, config_text: str, ranks: Ranks | None = None
+    ) -> None:
+        """Commit ``snapshot`` as the folder's checkpoint (see the module docstring). With
+        ``ranks`` (rank 0 of a partitioned run, whose snapshot holds its part of the state),
+        every other rank's part too, as each sends it (:func:`send_part`). A write the system
+        refuses (a full disk, say) is a one-line :class:`CheckpointError` that says which
+        checkpoint stays and how to continue from it."""
         try:
-            self._write(snapshot, rounds, config_text)
+            self._write(snapshot, rounds, config_text, ranks)
         except OSError as error:
             raise CheckpointError(
                 f"checkpoint: the checkpoint after round {snapshot.state.iteration} could not "
                 f"be written ({error}); {self.resume_hint()}"
             ) from error
 
-    def _write(self, snapshot: Snapshot, rounds: int, config_text: str) -> None:
+    def _write(
+        self, snapshot: Snapshot, rounds: int, config_text: str, ranks: Ranks | None
+    ) -> None:
         started = time.perf_counter()
         round_ = snapshot.state.iteration
-        name = f"rank0-{round_:06d}.pt"
-        size = _write_durably(self.path / name, lambda file: torch.save(snapshot.as_dict(), file))
+        names: list[str] = []
+        size = 0
+
+        def write_part(rank: int, record: dict[str, Any]) -> None:
+            nonlocal size
+            name = f"rank{rank}-{round_:06d}.pt"
+            size += _write_durably(self.path / name, lambda file: torch.save(record, file))
+            names.append(name)
+
+        try:
+            try:
+                write_part(0, snapshot.as_dict())
+            finally:  # every other rank's part is taken, even where this one failed
+                if ranks is not None:
+                    ranks.to_first(None, write_part if names else _dropped)
+        except BaseException:  # nothing stays of a checkpoint that failed
+            for name in names:
+                (self.path / name).unlink(missing_ok=True)
+            raise
         manifest = {
             "format": FORMAT,
             "round": round_,
             "rounds": rounds,
-            "ranks": 1,
-            "files": [name],
+            "ranks": len(names),
+            "files": names,
             "config": config_text,  # the resolved configuration, as RUN_DIR/config.toml
             "config_sha256": config_hash(config_text),
             "versions": versions(),
@@ -203,16 +232,20 @@ class CheckpointFolder:
                 entry.unlink(missing_ok=True)
         remove_temporaries(self.path)
 
-    def read(self, config_text: str, device: torch.device | str = "cpu") -> Snapshot:
-        """The committed checkpoint, checked against the run's configuration text and this
+    def read(
+        self, config_text: str, device: torch.device | str = "cpu", rank: int = 0, world: int = 1
+    ) -> Snapshot:
+        """The committed checkpoint (rank ``rank``'s part of a checkpoint of ``world``
+        partitioned ranks), checked against the run's configuration text and this
         installation's versions; a one-line :class:`CheckpointError` otherwise."""
         manifest = self.manifest()
         if manifest is None:
             raise CheckpointError(f"checkpoint: {self.path} holds no checkpoint yet")
-        if manifest["format"] != FORMAT or manifest["ranks"] != 1 or len(manifest["files"]) != 1:
+        parts = manifest["ranks"]
+        if manifest["format"] != FORMAT or parts != world or len(manifest["files"]) != parts:
             raise CheckpointError(
                 f"checkpoint: {self.manifest_path} has format {manifest['format']} with "
-                f"{manifest['ranks']} ranks; this byzmtl reads format {FORMAT} with 1 rank"
+                f"{parts} ranks; this run reads format {FORMAT} with {world}"
             )
         if manifest.get("config_sha256") != config_hash(config_text):
             raise CheckpointError(
@@ -224,7 +257,7 @@ class CheckpointFolder:
                 f"checkpoint: written by {_shown(manifest.get('versions'))}, this is "
                 f"{_shown(versions())}; continuing would not give the uninterrupted run's numbers"
             )
-        (name,) = manifest["files"]
+        name = manifest["files"][rank]
         try:
             record = torch.load(self.path / name, map_location=device, weights_only=True)
             snapshot = Snapshot.from_dict(record)
@@ -235,6 +268,16 @@ class CheckpointFolder:
                 f"checkpoint: {self.path / name} is not round {manifest['round']}"
             )
         return snapshot
+
+
+def send_part(ranks: Ranks, snapshot: Snapshot) -> None:
+    """A rank's part of a partitioned run's checkpoint, sent to rank 0, which writes it
+    (:meth:`CheckpointFolder.write`). Collective."""
+    ranks.to_first(snapshot.as_dict(), _dropped)
+
+
+def _dropped(rank: int, record: dict[str, Any]) -> None:
+    """A received part that is not written (rank 0's own failed, or this is not rank 0)."""
 
 
 def _shown(named: Any) -> str:

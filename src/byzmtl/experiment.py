@@ -25,7 +25,7 @@ import torch
 from byzmtl import graph as graphs
 from byzmtl import rng
 from byzmtl.attacks import ATTACKS, Attack, AttackAssumptionError
-from byzmtl.checkpoints import CheckpointFolder, Snapshot
+from byzmtl.checkpoints import CheckpointFolder, Snapshot, send_part
 from byzmtl.config import ConfigError, GraphSettings, RunConfig, parse
 from byzmtl.datasets.errors import DatasetError
 from byzmtl.determinism import deterministic_algorithms, use_deterministic_cublas
@@ -494,9 +494,11 @@ def run(
     snapshot read from such a folder, to continue from. The continued run's tables and summary
     are the uninterrupted run's, bit for bit, except the timings (``wall_seconds`` and
     ``compute_seconds``: the sessions' times up to the snapshot plus this session's). In a run
-    of several processes rank 0 alone writes checkpoints, of the whole network's state (a
-    partitioned run's ranks first gather their parts), the others giving none, and every write
-    is agreed: it failing on rank 0 stops every rank.
+    of several processes rank 0 alone writes checkpoints (a partitioned run's: a file per
+    rank, each sent to rank 0 in turn), the others giving none, and every write is agreed: it
+    failing on rank 0 stops every rank. A partitioned run's ranks continue from, and return
+    in the result, their own part of the state (``result.experiment.simulation.whole_state``
+    joins them).
     """
     from tqdm.auto import tqdm
 
@@ -541,8 +543,12 @@ def run(
     def write_checkpoint(
         state: SimState, records: tuple[Any, Any], seconds: dict[str, float]
     ) -> None:
+        snapshot = Snapshot(state, *records, seconds)
+        parts = ranks if partitioned else None  # each rank's part, written by rank 0
         if checkpoints is not None:  # none on ranks other than 0
-            checkpoints.write(Snapshot(state, *records, seconds), case.n_rounds, config_text)
+            checkpoints.write(snapshot, case.n_rounds, config_text, parts)
+        elif parts is not None:
+            send_part(parts, snapshot)
 
     def record(state: SimState, output: RoundOutput) -> None:
         nonlocal saving
@@ -570,8 +576,7 @@ def run(
             if ranks is None:
                 write_checkpoint(state, records, seconds)
             else:  # collective: every rank learns whether rank 0's write failed
-                whole = simulation.whole_state(state)  # a partitioned run's ranks hold parts
-                ranks.agree(lambda: write_checkpoint(whole, records, seconds))
+                ranks.agree(lambda: write_checkpoint(state, records, seconds))
             saving += time.perf_counter() - now
 
     computing = time.perf_counter()
@@ -589,5 +594,6 @@ def run(
         metrics = recorder.columns(case.time_unit, times)
         table = diagnostics.columns()
     wall = time.perf_counter() - started
-    summary = summarise(experiment, state, recorder, diagnostics, table, wall, compute)
+    contained = simulation.containment(state)  # a partitioned run's ranks: collective
+    summary = summarise(experiment, contained, recorder, diagnostics, table, wall, compute)
     return Result(experiment.config, metrics, summary, experiment, state, table)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from byzmtl.config import RunConfig
 from byzmtl.engine import SimState
@@ -33,7 +34,7 @@ class Result:
     metrics_table: Table  # metrics.csv's columns
     summary: dict[str, Any]
     experiment: Experiment
-    state: SimState
+    state: SimState  # the final state; a partitioned run's rank: its part (see ``run``)
     diagnostics_table: Table | None = None  # per round: see byzmtl.recording.Diagnostics
 
     @cached_property
@@ -73,7 +74,7 @@ def identity(experiment: Experiment) -> dict[str, Any]:
 
 def summarise(
     experiment: Experiment,
-    state: SimState,
+    contained: Tensor | None,
     recorder: Recorder,
     diagnostics: Diagnostics,
     table: Table,
@@ -82,16 +83,17 @@ def summarise(
 ) -> dict:
     """summary.json of a finished run: for every rule (and group) the final-window mean of every
     recorded statistic (``final``; ``worst``: the worst normal agent's own final-window mean),
-    its diagnostics and containment counts; the run's identity, sizes, timings and versions."""
+    its diagnostics and containment counts (``contained``: the whole network's, (R, 2), None
+    where nothing was contained); the run's identity, sizes, timings and versions."""
     case = experiment.case
     diagnosed = diagnostics.summary(case.final_fraction, table)
     arrays = recorder.arrays()
     records = recorder.n_records
     window = max(1, round(case.final_fraction * records))
-    contained = (
+    counts = (
         np.zeros((len(recorder.rule_names), 2), dtype=np.int64)
-        if state.contained is None
-        else state.contained.cpu().numpy()
+        if contained is None
+        else contained.cpu().numpy()
     )
     worst = recorder.worst() if records else None
     rules: dict[str, Any] = {}
@@ -112,8 +114,8 @@ def summarise(
             entry["groups"] = {name: {"final": value} for name, value in per_subset.items()}
         entry["diagnostics"] = diagnosed[rule]
         entry["contained"] = {
-            "local_steps": int(contained[r, 0]),
-            "combinations": int(contained[r, 1]),
+            "local_steps": int(counts[r, 0]),
+            "combinations": int(counts[r, 1]),
         }
         rules[rule] = entry
     return {

@@ -195,6 +195,7 @@ def continue_run(
     its results into ``destination`` (claimed for :data:`INTERRUPTED`). In a group of processes
     (``ranks``) every rank continues it; rank 0 alone holds the destination and writes the
     checkpoints and the results (the other ranks give None), every step agreed."""
+    from byzmtl.engine.partition import PartitionedSimulation
     from byzmtl.experiment import prepare, run
 
     def agreed(step: Callable[[], T]) -> T:
@@ -210,7 +211,11 @@ def continue_run(
         )
     out = destination.out if destination is not None else run_dir
     folder = CheckpointFolder(run_dir / CHECKPOINT_FOLDER, out)
-    snapshot = agreed(lambda: folder.read(text, experiment.simulation.device))
+    simulation = experiment.simulation
+    where = (0, 1)  # a partitioned run's rank reads its own file
+    if ranks is not None and isinstance(simulation, PartitionedSimulation):
+        where = (ranks.rank, ranks.world)
+    snapshot = agreed(lambda: folder.read(text, simulation.device, *where))
     # a checkpoint killed before its manifest goes, once every rank has read the last one
     agreed(lambda: folder.remove_unnamed(folder.manifest()) if first else None)
     checkpoints = folder if first else None

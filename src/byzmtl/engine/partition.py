@@ -29,12 +29,14 @@ rank: the recording reduces them to the pieces of its statistics (``round_summar
 whole blocks of agents, the values of at most two partial blocks per statistic, min and max;
 :mod:`byzmtl.split_stats`), and those are gathered in rank order (one pickled gather,
 :meth:`byzmtl.engine.ranks.Ranks.collect`, which also carries any rank's failure), so that every
-rank records the one-process statistics bit for bit. The whole state is joined on every rank
-only for a checkpoint and at the end (:meth:`PartitionedSimulation.whole_state`: one broadcast
-per rank into each whole tensor, so that it is held once). Per round a rank receives its halo,
-8 k R d |H_r| bytes (k = 2 with an attack: psi and w(i-1), else 1), and the others' pieces, at
-most about 16 B R S m 2^15 bytes from each rank (S subsets, m metrics and diagnostics),
-whatever the network's size (all its values where percentiles are asked for).
+rank records the one-process statistics bit for bit. A state is always a rank's part: ``run``
+starts from one and returns one, and a checkpoint holds one file per rank, each sent to rank 0
+in turn (:mod:`byzmtl.checkpoints`); :meth:`PartitionedSimulation.whole_state` joins the parts
+where a caller wants the whole (one broadcast per rank into each whole tensor). Per round a
+rank receives its halo, 8 k R d |H_r| bytes (k = 2 with an attack: psi and w(i-1), else 1),
+and the others' pieces, at most about 16 B R S m 2^15 bytes from each rank (S subsets, m
+metrics and diagnostics), whatever the network's size (all its values where percentiles are
+asked for).
 
 A geometric graph is never built whole in a partitioned run: each rank builds the edges into
 its own receivers (:func:`built_part`; the geometric builder gives the whole graph's edges for
@@ -44,8 +46,7 @@ senders as table rows), and keeps only the part's outline (where each rank's age
 edges begin). Every rank builds the whole case study and keeps its agents' part (the task
 restricted to them), the run its task groups (``Experiment.groups``, a byte per agent for up to
 256 groups) and its Byzantine ids. Not partitioned yet: the whole case study exists during the
-setup, and every rank holds the whole state at the end and at a checkpoint (8 R (E + d N)
-bytes).
+setup.
 
 A run is partitioned when :func:`can_partition` holds: the task can be restricted
 (:class:`byzmtl.protocols.Restrictable`), the attack is neighbourhood-only (or nobody is
@@ -70,7 +71,7 @@ from byzmtl import rng
 from byzmtl.attacks.base import Attack, AttackAssumptionError, AttackContext
 from byzmtl.attacks.base import check_hooks as check_attack_hooks
 from byzmtl.engine.containment import count_contained, keep_finite
-from byzmtl.engine.ranks import Ranks, Traffic, lost_peers
+from byzmtl.engine.ranks import Ranks, Traffic, compact, lost_peers
 from byzmtl.engine.sending import Heard, send
 from byzmtl.engine.shards import SHARD_EDGES, make_shards
 from byzmtl.engine.simulation import Round, Simulation, checked_byzantine
@@ -239,8 +240,9 @@ class Halo:
 
 
 class PartitionedSimulation(Simulation):
-    """A :class:`Simulation` of which this rank holds its own agents only (see the module).
-    ``step`` and ``run`` are collective: every rank of ``ranks`` calls them, in step."""
+    """A :class:`Simulation` of which this rank holds its own agents only (see the module):
+    its states are the rank's parts. ``step`` and ``run`` are collective: every rank of
+    ``ranks`` calls them, in step."""
 
     holds_own_agents = True  # its shards are written into its agents' tensors as they are done
 
@@ -426,21 +428,18 @@ class PartitionedSimulation(Simulation):
             kept = torch.where(torch.isfinite(own).all(-1, keepdim=True), own, kept)
         return new.index_copy_(1, self.byzantine_ids, kept)
 
-    def local_state(self, whole: SimState) -> SimState:
-        """This rank's part of a whole-graph state (a checkpoint's)."""
-        agents, edges = self.halo.agents, self.halo.edge_range
-        return SimState(
-            whole.iteration,
-            whole.models[:, agents].clone(),
-            [_copied(state.cut(edges, agents)) for state in whole.rule_states],
-            {key: value[:, agents].clone() for key, value in whole.task_state.items()},
-            None if whole.contained is None or self.group.rank else whole.contained.clone(),
-        )
+    def containment(self, state: SimState) -> Tensor | None:
+        """The whole network's containment counts: the sum of the ranks' counts of their own
+        receivers (one gather). Collective."""
+        own = None if state.contained is None else compact(state.contained)
+        counts = [count for count in self.group.gathered(own) if count is not None]
+        return torch.stack(counts).sum(0).to(self.device) if counts else None
 
     def whole_state(self, state: SimState) -> SimState:
-        """The whole-graph state, on every rank, as one process holds it: each tensor joined
-        from the ranks' slices (:meth:`byzmtl.engine.ranks.Ranks.joined`: the whole held once,
-        no gathered copies). Collective."""
+        """The whole-graph state, on every rank, as one process holds it, from the ranks' parts
+        (``state``, such as :meth:`run` returns): each tensor joined from the ranks' slices
+        (:meth:`byzmtl.engine.ranks.Ranks.joined`: the whole held once, no gathered copies),
+        8 R (E + d N) bytes on every rank. Collective."""
         assert isinstance(self.graph, PartOutline)
         agents, edges = self.graph.agent_cuts, self.graph.edge_cuts
 
@@ -455,22 +454,8 @@ class PartitionedSimulation(Simulation):
             for rule_state in state.rule_states
         ]
         task_state = {key: joined(value, 1, agents) for key, value in state.task_state.items()}
-        own = None if state.contained is None else _alone(state.contained)
-        counts = [c for c in self.group.gathered(own) if c is not None]
-        contained = torch.stack(counts).sum(0).to(self.device) if counts else None
         models = joined(state.models, 1, agents)
-        return SimState(state.iteration, models, rule_states, task_state, contained)
-
-    def run(
-        self,
-        state: SimState | None = None,
-        rounds: int | None = None,
-        on_round: Callable[[SimState, RoundOutput], None] | None = None,
-    ) -> SimState:
-        """:meth:`Simulation.run` from a whole-graph ``state`` (or the start), returning the
-        whole-graph state; ``on_round`` sees this rank's part. Collective."""
-        local = None if state is None else self.local_state(state)  # None: not held here
-        return self.whole_state(super().run(local, rounds, on_round))
+        return SimState(state.iteration, models, rule_states, task_state, self.containment(state))
 
 
 def halo_agents(part: GraphPart, attack: Attack | None, byzantine: np.ndarray) -> np.ndarray:
@@ -489,19 +474,3 @@ def halo_agents(part: GraphPart, attack: Attack | None, byzantine: np.ndarray) -
         )
     inside = (read >= part.agents.start) & (read < part.agents.stop)
     return np.union1d(part.outside_senders(), read[~inside])
-
-
-def _copied(state: RuleState) -> RuleState:
-    """``state`` holding copies, not views of a whole-graph state."""
-    return RuleState(
-        {key: value.clone() for key, value in state.edges.items()},
-        {key: value.clone() for key, value in state.agents.items()},
-    )
-
-
-def _alone(value: Tensor) -> Tensor:
-    """``value`` on the CPU, holding its own storage only (a pickled view sends its whole
-    storage)."""
-    value = value.detach().cpu()
-    whole = value.untyped_storage().nbytes() == value.numel() * value.element_size()
-    return value if whole and value.is_contiguous() else value.clone()

@@ -90,17 +90,19 @@ def _portable(error: BaseException) -> BaseException:
     return error
 
 
-def _compact(value: Any) -> Any:
-    """A copy of a part's tensors on the CPU, each holding only its own elements (a view would
-    send its whole storage)."""
+def compact(value: Any) -> Any:
+    """A part's tensors on the CPU, each holding only its own elements (a pickled view sends
+    its whole storage): copied only where it is a view, or on another device."""
     if isinstance(value, Tensor):
-        return value.detach().to("cpu", copy=True)
+        value = value.detach().cpu()
+        whole = value.untyped_storage().nbytes() == value.numel() * value.element_size()
+        return value if whole and value.is_contiguous() else value.clone()
     if isinstance(value, RuleState):
-        return RuleState(_compact(value.edges), _compact(value.agents))
+        return RuleState(compact(value.edges), compact(value.agents))
     if isinstance(value, dict):
-        return {key: _compact(item) for key, item in value.items()}
+        return {key: compact(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_compact(item) for item in value)
+        return type(value)(compact(item) for item in value)
     return value
 
 
@@ -174,7 +176,7 @@ class Ranks:
         ``shards`` in shard order (``parts_of`` the computed value on every rank, gathered in
         rank order). Agreed: a failure on any rank raises on every rank."""
         owned = owned_range(shards, self.rank, self.world)
-        value, shared = self.collect(lambda: compute(owned), lambda v: _compact(parts_of(v)))
+        value, shared = self.collect(lambda: compute(owned), lambda v: compact(parts_of(v)))
         parts = [part for rank_parts in shared for part in rank_parts]
         if len(parts) != shards:  # pragma: no cover - the ranges cover the shards
             raise RuntimeError(f"ranks returned {len(parts)} shard parts, expected {shards}")
@@ -236,6 +238,44 @@ class Ranks:
             if buffer is not piece:
                 piece.copy_(buffer)
         return whole
+
+    def to_first(self, value: Any, receive: Callable[[int, Any], object]) -> None:
+        """Every other rank's ``value`` to rank 0, one rank at a time in rank order, so that
+        rank 0 holds one of them at a time: rank 0 calls ``receive(q, value_q)`` as each
+        arrives (its own ``value`` is not used). A ``receive`` that raises stops the calls, not
+        the transfers: rank 0 still takes every rank's value (no rank is left waiting), then
+        raises the first error. Collective; its bytes are not counted in :attr:`traffic`."""
+        import torch.distributed as dist
+
+        try:
+            if self.rank:
+                pickled = io.BytesIO()
+                pickle.dump(compact(value), pickled)
+                view = pickled.getbuffer()  # no copy: the tensor shares the pickle's bytes
+                payload = torch.frombuffer(view, dtype=torch.uint8)
+                dist.send(torch.tensor([payload.numel()], dtype=torch.long), dst=0)
+                dist.send(payload, dst=0)
+                del payload
+                view.release()
+                return
+            failure: Exception | None = None
+            for rank in range(1, self.world):
+                size = torch.zeros(1, dtype=torch.long)
+                dist.recv(size, src=rank)
+                payload = torch.empty(int(size), dtype=torch.uint8)
+                dist.recv(payload, src=rank)
+                received = pickle.loads(payload.numpy().data)
+                del payload
+                if failure is None:
+                    try:
+                        receive(rank, received)
+                    except Exception as error:
+                        failure = error
+                del received
+        except (RuntimeError, OSError) as error:  # gloo and nccl report lost peers so
+            raise lost_peers(self.rank, error) from error
+        if failure is not None:
+            raise failure
 
     def collect(self, compute: Callable[[], T], share: Callable[[T], Any]) -> tuple[T, list[Any]]:
         """``compute()`` here and every rank's ``share`` of its value, in one gather that also

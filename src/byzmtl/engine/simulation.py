@@ -454,8 +454,14 @@ class Simulation:
 
     def whole_state(self, state: SimState) -> SimState:
         """The whole network's state from what this process holds: ``state`` itself (a
-        partitioned run gathers it, :mod:`byzmtl.engine.partition`)."""
+        partitioned run's ranks join their parts, :mod:`byzmtl.engine.partition`)."""
         return state
+
+    def containment(self, state: SimState) -> Tensor | None:
+        """The whole network's containment counts ((R, 2): failed local steps, failed
+        combinations) from what this process holds: ``state``'s (a partitioned run's ranks add
+        theirs)."""
+        return state.contained
 
     def run(
         self,
