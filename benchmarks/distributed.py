@@ -152,7 +152,7 @@ def rank_main(args: argparse.Namespace, out: Path) -> None:
         "round_s": rounds,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
         "setup_peak_rss_gb": setup_peak,  # by the end of prepare (graph, case study, engine)
-        "rounds_peak_rss_gb": before_end[0],  # by the end of the last round (before the gather)
+        "rounds_peak_rss_gb": before_end[0],  # by the end of the last round, before the run's end
     }
     if ranks is not None:  # one gather per round (a partitioned run: one more, its end)
         traffic = ranks.traffic

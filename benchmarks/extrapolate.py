@@ -10,12 +10,13 @@ Measured inputs (read from benchmarks/results/):
   edges); seconds per round of one process, one thread, at 1e6 agents
   (``distributed_table.json``) and at 1e7 (``memory_scaling_1e7.json``, on a loaded machine);
   the bytes a rank sent per round per agent it owns at P = 2 (``distributed_table.json``).
-- stage 2: a rank's memory at P = 2, 1e7 agents (``rank_memory_1e7.json``, the rank that holds
-  the most): the bytes it holds per own edge, per own or halo agent and per agent of the
-  network, the resident memory of the imports, and its rounds' peak above what it holds
-  (counted per own edge); the bytes received per round for the other ranks' metrics, per agent
-  not owned, and each rank's seconds per round per own edge, at 1e6 and 1e7 agents
-  (``distributed_edges_once.json``, P = 2: a range).
+- stage 2: a rank's engine at P = 2, 1e7 agents (``rank_memory_1e7_parts.json``, the rank that
+  holds the most): the bytes it holds per own edge, per own or halo agent and per agent of the
+  network, and the resident memory of the imports; from whole runs as ``byzmtl run`` makes them
+  (recording included, ``distributed_record_1e7.json``, P = 2): the rounds' peak above what the
+  engine holds (counted per own edge), the bytes received per round for the other ranks' pieces
+  of the statistics, per agent not owned, and each rank's seconds per round per own edge, at
+  1e6 and 1e7 agents (a range).
 
 Stage 1 (every machine holds the whole network and computes the replicated steps for every
 agent; each round it receives the other machines' shard results) is kept for comparison.
@@ -29,8 +30,8 @@ w(i-1) (the attack reads both), 2 d 8 bytes per halo agent per rule, and every o
 metrics (the gather the recording reads), the measured bytes per agent not owned. Memory per
 machine = imports + the bytes held per own edge, per own or halo agent and per agent of the
 network, at the measured rates, + the rounds' peak above that, at the measured bytes per own
-edge; the run's end (and every checkpoint) gathers the whole state on every machine: the rule
-state of every edge and every agent's model, 8 R (E + d N) bytes beyond the rounds' memory.
+edge. A machine's state stays its own at the end and in checkpoints; at a checkpoint machine 0
+holds one other machine's part at a time, pickled and unpickled, 2 x 8 R (e + d n) bytes.
 Compute per round = the machine's edges at the measured seconds per own edge. Latency, and
 compute that does not scale with the edges, are left out.
 """
@@ -72,16 +73,16 @@ def measured() -> dict[str, Any]:
     stage1 = {
         (r["agents"], r["procs"]): r for r in _runs("distributed_table.json") if r["case"] == "tl"
     }
-    parts = {(r["agents"], r["procs"]): r for r in _runs("distributed_edges_once.json")}
+    parts = {(r["agents"], r["procs"]): r for r in _runs("distributed_record_1e7.json")}
     one, two = stage1[10**6, 1], stage1[10**6, 2]
-    ranks = _runs("rank_memory_1e7.json")[0]["ranks"]
+    ranks = _runs("rank_memory_1e7_parts.json")[0]["ranks"]
     rank = max(ranks, key=lambda r: sum(r["held"]["mb"].values()))  # the rank holding the most
     held, counts = rank["held"], rank["counts"]
     steps = {step["step"]: step for step in rank["steps"]}
-    rounds_peak = max(s["peak_mb"] for name, s in steps.items() if name.startswith("round"))
     imports = steps["imports"]["resident_mb"] * 2**20
     held_bytes = sum(held["mb"].values()) * 2**20
     big = parts[10**7, 2]
+    rounds_peak = max(big["rounds_peak_rss_gb_per_rank"]) * 1e9  # the recording included
     not_owned = big["agents"] - big["agents"] / 2
     return {
         "bytes_per_agent": fit["bytes_per_agent"],
@@ -97,7 +98,7 @@ def measured() -> dict[str, Any]:
         / counts["own edges"],
         "rank_bytes_per_own_agent": held["bytes_per"]["own agents and halo"],
         "rank_bytes_per_network_agent": held["bytes_per"]["all agents"],
-        "rank_round_peak_bytes_per_own_edge": (rounds_peak * 2**20 - imports - held_bytes)
+        "rank_round_peak_bytes_per_own_edge": (rounds_peak - imports - held_bytes)
         / counts["own edges"],
         "rank_seconds_per_own_edge": [_per_own_edge(parts[10**6, 2]), _per_own_edge(big)],
         "metrics_bytes_per_agent_not_owned": max(big["received_bytes_per_round_per_rank"])
@@ -129,7 +130,7 @@ def extrapolate(agents: float, machines: int, gbits: float) -> dict[str, Any]:
         + costs["rank_bytes_per_network_agent"] * agents
     )
     rounds = costs["rank_imports_bytes"] + held + costs["rank_round_peak_bytes_per_own_edge"] * e
-    whole_state = 8 * RULES * (edges + PARAMETERS * agents)
+    one_part = 8 * RULES * (e + PARAMETERS * n)
     fast, slow = costs["rank_seconds_per_own_edge"]
     return {
         "assumptions": {
@@ -160,7 +161,7 @@ def extrapolate(agents: float, machines: int, gbits: float) -> dict[str, Any]:
             "halo_agents_per_machine": halo,
             "memory_gb_per_machine": rounds / 1e9,
             "memory_of_network_agents_gb": costs["rank_bytes_per_network_agent"] * agents / 1e9,
-            "end_gather_gb_per_machine": whole_state / 1e9,
+            "checkpoint_gb_on_machine_0": 2 * one_part / 1e9,
             "halo_bytes_in_per_round": halo_bytes,
             "metrics_bytes_in_per_round": metrics_bytes,
             "network_seconds_per_round": (halo_bytes + metrics_bytes) / bandwidth,
@@ -190,7 +191,8 @@ def table(result: dict[str, Any]) -> str:
             f"({two['halo_bytes_in_per_round'] / 1e3:.0f} kB/round); the other agents' metrics "
             f"{two['metrics_bytes_in_per_round'] / 1e9:.2f} GB/round; "
             f"{two['memory_of_network_agents_gb']:.1f} GB of the memory is per agent of the "
-            f"network; the end's gather needs {two['end_gather_gb_per_machine']:.1f} GB more",
+            f"network; a checkpoint needs {two['checkpoint_gb_on_machine_0']:.1f} GB more on "
+            "machine 0",
             f"halo at 1e7 agents, P = 2: measured {check['measured_agents']:.0f} agents, "
             f"square-block model {check['square_block_model_agents']:.0f}",
         ]

@@ -134,7 +134,7 @@ def rank_main(agents: int, rounds: int, out: Path) -> None:
             held.update(census(classes))
 
     simulation.run(on_round=on_round)
-    step("end (the whole state gathered)" if world > 1 else "end")
+    step("end")
     counts = {name: count for name, (count, _) in classes.items()}
     record = {"rank": 0 if place is None else place.rank, "counts": counts}
     out.write_text(json.dumps({**record, "steps": steps, "held": held}))
