@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -107,23 +108,52 @@ def test_a_rank_keeps_its_restricted_case_study_and_refuses_anything_else() -> N
         own_case(whole, type("Task", (), {})())
 
 
+def _summed(graph: graphs.Graph, normal: np.ndarray, groups: np.ndarray, w: Any) -> np.ndarray:
+    """(2, N) b_k and o_k of one rule's weights (None: NaN where k has an edge in the sum),
+    summed edge by edge, in edge order."""
+    sums = np.zeros((2, graph.n_agents))
+    for e, (k, l) in enumerate(zip(graph.receivers, graph.senders, strict=True)):
+        if not normal[k]:
+            continue
+        s = 0 if not normal[l] else 1 if groups[l] == groups[k] else None
+        if s is not None:
+            sums[s, k] = np.nan if w is None else sums[s, k] + float(w[e])
+    return sums
+
+
 @given(st.integers(2, 50), PROBABILITIES, st.integers(0, 50), st.integers(1, 5))
 @settings(max_examples=40, deadline=None)
 def test_a_ranks_weight_sums_are_the_whole_graphs_rows(
     n: int, p: float, seed: int, world: int
 ) -> None:
+    """Two rounds of three rules, one without weights in the second round: the sums, made edge
+    by edge, and a rank's are the whole graph's rows of its receivers."""
     graph = _graph(n, p, seed)
     rng = np.random.default_rng(seed)
     normal = rng.random(n) < 0.7
     groups = rng.integers(0, 3, n)
-    weights = torch.as_tensor(rng.random((2, 3, graph.n_edges)))
-    whole = WeightSums(graph.receivers, graph.senders, normal, groups, slice(0, n))(weights)
+    values = torch.as_tensor(rng.random((2, 3, graph.n_edges)))
+    block: list[list[torch.Tensor | None]] = [list(values[0]), [values[1, 0], None, values[1, 2]]]
+    sums_of = WeightSums(graph.receivers, graph.senders, normal, groups, slice(0, n))
+    whole = sums_of.of_rounds(block)
+    assert whole is not None and whole.shape == (2, 3, 2, n)
+    assert sums_of.of_rounds([[None, None]]) is None
+    for k, rules in enumerate(block):  # one round alone (no stacked copy): the same sums
+        alone = sums_of.of_round(rules)
+        assert alone is not None
+        assert torch.equal(alone.nan_to_num(-1.0), whole[k].nan_to_num(-1.0)), k
+        for r, w in enumerate(rules):
+            expected = _summed(graph, normal, groups, None if w is None else w.numpy())
+            assert np.array_equal(whole[k, r].numpy(), expected, equal_nan=True), (k, r)
     bounds, offsets = agent_bounds(graph.degrees, world), graph.offsets
     for r in range(world):
         part = GraphPart.of(graph, slice(bounds[r], bounds[r + 1]))
         edges = slice(offsets[bounds[r]], offsets[bounds[r + 1]])
         sums = WeightSums(part.receivers, part.senders, normal, groups, part.agents)
-        assert torch.equal(sums(weights[:, :, edges]), whole[..., part.agents])
+        cut = [[None if w is None else w[edges] for w in rules] for rules in block]
+        mine = sums.of_rounds(cut)
+        assert mine is not None
+        assert torch.equal(mine.nan_to_num(-1.0), whole[..., part.agents].nan_to_num(-1.0))
 
 
 @dataclass

@@ -343,22 +343,34 @@ class WeightSums:
         self._own, self._own_to = tensor(own), tensor(receivers[own] - first)
         self.n_agents, self.n_edges = agents.stop - first, len(receivers)
 
-    def __call__(self, weights: Tensor) -> Tensor:
-        """(K, R, 2, b - a): b_k and o_k of (K, R, E) weights (NaN where a rule has none)."""
-        sums = [
-            self._per_receiver(weights, self._byzantine, self._byzantine_to),
-            self._per_receiver(weights, self._own, self._own_to),
-        ]
+    def of_rounds(self, block: Sequence[Sequence[Tensor | None]]) -> Tensor | None:
+        """(K, R, 2, b - a): b_k and o_k of K rounds of weights, one (E,) tensor or None per
+        rule (a rule without weights: NaN for every receiver with an edge in the sum, as if its
+        weights were NaN, 0 for the others); None when no rule has weights. One round's sums
+        are taken from each rule's tensor as it is; several rounds' from their stacked copy."""
+        template = next((w for ws in block for w in ws if w is not None), None)
+        if template is None:
+            return None
+        stacked = None if len(block) == 1 else stacked_weights(block)
+        sums = []
+        for edges, receivers in ((self._byzantine, self._byzantine_to), (self._own, self._own_to)):
+            if stacked is not None:
+                values = stacked.index_select(2, edges)
+            else:  # one round: no copy of its (E,) weights, only of the edges summed
+                values = template.new_empty((1, len(block[0]), edges.numel()))
+                for r, weights in enumerate(block[0]):
+                    if weights is None:
+                        values[0, r].fill_(torch.nan)
+                    else:
+                        torch.index_select(weights, 0, edges, out=values[0, r])
+            totals = values.new_zeros((*values.shape[:2], self.n_agents))
+            sums.append(totals.index_add_(2, receivers, values))
         return torch.stack(sums, 2)
-
-    def _per_receiver(self, weights: Tensor, edges: Tensor, receivers: Tensor) -> Tensor:
-        totals = weights.new_zeros((*weights.shape[:2], self.n_agents))
-        return totals.index_add_(2, receivers, weights.index_select(2, edges))
 
     def of_round(self, weights: Sequence[Tensor | None]) -> Tensor | None:
         """(R, 2, b - a) sums of one round's weights (one (E,) tensor or None per rule); None
         when no rule has weights."""
-        return None if (block := stacked_weights([weights])) is None else self(block)[0]
+        return None if (sums := self.of_rounds([weights])) is None else sums[0]
 
 
 def stacked_weights(block: Sequence[Sequence[Tensor | None]]) -> Tensor | None:
@@ -366,8 +378,14 @@ def stacked_weights(block: Sequence[Sequence[Tensor | None]]) -> Tensor | None:
     template = next((w for ws in block for w in ws if w is not None), None)
     if template is None:
         return None
-    missing = template.new_full(template.shape, torch.nan)
-    flat = [missing if w is None else w for ws in block for w in ws]
+    missing: Tensor | None = None  # made only where a rule has none
+    flat: list[Tensor] = []
+    for weights in (w for ws in block for w in ws):
+        if weights is None:
+            if missing is None:
+                missing = template.new_full(template.shape, torch.nan)
+            weights = missing
+        flat.append(weights)
     return torch.stack(flat).view(len(block), len(block[0]), -1)
 
 
@@ -504,8 +522,8 @@ class Diagnostics:
                 assert receivers is not None and senders is not None  # add() checks
                 every = slice(0, self._n_agents)
                 self._sums = WeightSums(receivers, senders, normal, groups, every, device)
-            block = stacked_weights(self._weights)
-            sums = None if block is None else self._sums(block).index_select(3, self._normal)
+            sums = self._sums.of_rounds(self._weights)
+            sums = None if sums is None else sums.index_select(3, self._normal)
             pieces = None if sums is None else [self._normal_piece(sums)]
             self._rounds.append(self._weight_statistics(pieces, len(self._weights)))
             self._weights = []
