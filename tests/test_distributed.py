@@ -283,6 +283,24 @@ def test_command_line_procs_and_two_torchrun_nodes_write_the_one_process_folder(
     _same_files(tmp_path / "torchrun", tmp_path / "p1")
 
 
+def test_two_threads_per_process_write_the_one_process_folder_at_two_threads(
+    tmp_path: Path,
+) -> None:
+    """The guarantee at more than one torch thread per process: 70,000 agents (the many-agents
+    setting, partitioned; its reductions over agents are long enough for torch to split them
+    over threads), ``--procs 2`` at two threads each against one process at two threads. In
+    subprocesses, so that this process keeps its one thread."""
+    argv = ["run", "target-localization", "--agents", "70000", "--iterations", "3",
+            "--attackers", "7000", "--rules", "loss,none,median", "--threads", "2", "--quiet",
+            "--no-progress"]  # fmt: skip
+    for procs in (1, 2):
+        out = ["--procs", str(procs), "--out", str(tmp_path / f"p{procs}")]
+        command = [sys.executable, "-m", "byzmtl", *argv, *out]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr
+    _same_files(tmp_path / "p2", tmp_path / "p1")
+
+
 def _drawn(result: Any) -> tuple[Any, ...]:
     experiment = result.experiment
     return experiment.groups, experiment.case.group_names, experiment.byzantine
