@@ -242,40 +242,59 @@ class Ranks:
     def to_first(self, value: Any, receive: Callable[[int, Any], object]) -> None:
         """Every other rank's ``value`` to rank 0, one rank at a time in rank order, so that
         rank 0 holds one of them at a time: rank 0 calls ``receive(q, value_q)`` as each
-        arrives (its own ``value`` is not used). A ``receive`` that raises stops the calls, not
-        the transfers: rank 0 still takes every rank's value (no rank is left waiting), then
-        raises the first error. Collective; its bytes are not counted in :attr:`traffic`."""
-        import torch.distributed as dist
-
+        arrives (its own ``value`` is not used). Nobody is left waiting: a rank whose value
+        cannot be pickled sends its error instead (and raises it), and a failure (that error,
+        as :class:`AgreedFailure`, or ``receive`` raising) stops rank 0's calls, not its
+        transfers: it takes every rank's value, then raises the first failure. Collective; its
+        bytes are not counted in :attr:`traffic`."""
         try:
-            if self.rank:
-                pickled = io.BytesIO()
-                pickle.dump(compact(value), pickled)
-                view = pickled.getbuffer()  # no copy: the tensor shares the pickle's bytes
-                payload = torch.frombuffer(view, dtype=torch.uint8)
-                dist.send(torch.tensor([payload.numel()], dtype=torch.long), dst=0)
-                dist.send(payload, dst=0)
-                del payload
-                view.release()
-                return
-            failure: Exception | None = None
-            for rank in range(1, self.world):
-                size = torch.zeros(1, dtype=torch.long)
-                dist.recv(size, src=rank)
-                payload = torch.empty(int(size), dtype=torch.uint8)
-                dist.recv(payload, src=rank)
-                received = pickle.loads(payload.numpy().data)
-                del payload
-                if failure is None:
-                    try:
-                        receive(rank, received)
-                    except Exception as error:
-                        failure = error
-                del received
+            failure = self._send_to_first(value) if self.rank else self._take(receive)
         except (RuntimeError, OSError) as error:  # gloo and nccl report lost peers so
             raise lost_peers(self.rank, error) from error
         if failure is not None:
             raise failure
+
+    def _take(self, receive: Callable[[int, Any], object]) -> Exception | None:
+        """Rank 0's part of :meth:`to_first`: every other rank's value, each given to
+        ``receive`` until the first failure, which is returned."""
+        import torch.distributed as dist
+
+        failure: Exception | None = None
+        for rank in range(1, self.world):
+            size = torch.zeros(1, dtype=torch.long)
+            dist.recv(size, src=rank)
+            payload = torch.empty(int(size), dtype=torch.uint8)
+            dist.recv(payload, src=rank)
+            error, received = pickle.loads(payload.numpy().data)
+            del payload
+            if failure is None:
+                try:
+                    if error is not None:
+                        raise AgreedFailure(rank, error)
+                    receive(rank, received)
+                except Exception as raised:
+                    failure = raised
+            del received
+        return failure
+
+    def _send_to_first(self, value: Any) -> Exception | None:
+        """Send ``value`` to rank 0 (:meth:`to_first`), or, where it cannot be pickled, the
+        error, which is returned."""
+        import torch.distributed as dist
+
+        pickled, failure = io.BytesIO(), None
+        try:
+            pickle.dump((None, compact(value)), pickled)
+        except Exception as error:  # rank 0 waits for this rank: the error goes instead
+            pickled, failure = io.BytesIO(), error
+            pickle.dump((_portable(error), None), pickled)
+        view = pickled.getbuffer()  # no copy: the tensor shares the pickle's bytes
+        payload = torch.frombuffer(view, dtype=torch.uint8)
+        dist.send(torch.tensor([payload.numel()], dtype=torch.long), dst=0)
+        dist.send(payload, dst=0)
+        del payload
+        view.release()
+        return failure
 
     def collect(self, compute: Callable[[], T], share: Callable[[T], Any]) -> tuple[T, list[Any]]:
         """``compute()`` here and every rank's ``share`` of its value, in one gather that also
